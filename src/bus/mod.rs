@@ -1,0 +1,174 @@
+//! The bus: publish canonical events, run consumers, dead-letter what cannot be processed.
+//!
+//! One [`Bus`] trait, two implementations with the same observable behaviour:
+//! [`rabbitmq::RabbitBus`] (lapin, quorum queues, TTL retry tiers, DLX) for the scaled mode and
+//! [`embedded::EmbeddedBus`] (durable queue tables in the hub's own database) for one machine.
+//!
+//! Delivery is at-least-once everywhere; consumers are made effectively-once by [`apply`],
+//! which records `(consumer, message_id)` in the inbox in the same transaction as the handler's
+//! effect. A handler says whether a failure is worth retrying ([`HandlerError::Transient`]: the
+//! message comes back after a growing delay) or not ([`HandlerError::Permanent`]: straight to
+//! the consumer's dead letters with the reason). After `bus.delivery_limit` failed attempts a
+//! message is dead-lettered too.
+
+pub mod embedded;
+pub mod rabbitmq;
+pub mod topology;
+
+use crate::store::{deadletter::DeadLetter, inbox, Db, Tx};
+use async_trait::async_trait;
+use canonical::Envelope;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// A consumer's name (its queue) and the routing keys (event types, topic patterns) it wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    pub name: String,
+    pub routing_keys: Vec<String>,
+}
+
+impl ConsumerSpec {
+    pub fn new(name: &str, routing_keys: &[&str]) -> Self {
+        Self {
+            name: name.to_string(),
+            routing_keys: routing_keys.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// Why a handler could not apply a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying later (a peer is down, a lock timed out).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Bad data: retrying cannot help; the message goes to the dead letters with this reason.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        if crate::store::is_transient(&e) {
+            HandlerError::Transient(format!("database: {e}"))
+        } else {
+            // Constraint violations and the like will fail the same way again, but a database
+            // hiccup we did not classify should not lose data: retry, and let the delivery limit
+            // dead-letter it if it keeps failing.
+            HandlerError::Transient(format!("database: {e}"))
+        }
+    }
+}
+
+/// Applies one message's effect. Runs inside a transaction that already holds the inbox claim;
+/// write state and follow-up events (via the outbox) through `tx` only.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, event: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError>;
+}
+
+/// A consumer: its spec and its handler.
+#[derive(Clone)]
+pub struct Consumer {
+    pub spec: ConsumerSpec,
+    pub handler: Arc<dyn Handler>,
+}
+
+impl Consumer {
+    pub fn new(spec: ConsumerSpec, handler: Arc<dyn Handler>) -> Self {
+        Self { spec, handler }
+    }
+}
+
+/// What became of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The effect is committed.
+    Applied,
+    /// The inbox already had it; nothing was done again.
+    Duplicate,
+    /// Failed transiently; try again later.
+    Retry(String),
+    /// Failed permanently; dead-letter with this reason.
+    Dead(String),
+}
+
+/// Runs `handler` for `event` with the inbox claim in the same transaction.
+pub async fn apply(db: &Db, consumer: &str, handler: &dyn Handler, event: &Envelope) -> Outcome {
+    let mut tx = match db.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return Outcome::Retry(format!("database: {e}")),
+    };
+    match inbox::claim(&mut tx, consumer, &event.id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = tx.rollback().await;
+            return Outcome::Duplicate;
+        }
+        Err(e) => return Outcome::Retry(format!("inbox: {e}")),
+    }
+    match handler.handle(event, &mut tx).await {
+        Ok(()) => match tx.commit().await {
+            Ok(()) => Outcome::Applied,
+            Err(e) => Outcome::Retry(format!("commit: {e}")),
+        },
+        Err(HandlerError::Transient(reason)) => {
+            let _ = tx.rollback().await;
+            Outcome::Retry(reason)
+        }
+        Err(HandlerError::Permanent(reason)) => {
+            let _ = tx.rollback().await;
+            Outcome::Dead(reason)
+        }
+    }
+}
+
+/// Why a publish failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// No queue is bound for the routing key (AMQP `NO_ROUTE` on a mandatory publish).
+    #[error("unroutable: no consumer is bound to `{0}`")]
+    Unroutable(String),
+    /// The broker refused the message (`basic.nack`).
+    #[error("nacked by the broker")]
+    Nacked,
+    /// The bus is not reachable right now.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Connection state for `/readyz`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BusHealth {
+    pub kind: &'static str,
+    pub ready: bool,
+    pub detail: String,
+}
+
+/// The message bus.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// `embedded` or `rabbitmq`.
+    fn kind(&self) -> &'static str;
+    /// Declares exchanges, queues, retry tiers, dead-letter queues and bindings (idempotent).
+    async fn declare(&self, consumers: &[ConsumerSpec]) -> anyhow::Result<()>;
+    /// Publishes a batch durably and waits for the confirms; one result per event, in order.
+    async fn publish(&self, events: &[Envelope]) -> Vec<Result<(), PublishError>>;
+    /// Runs the consumers until `shutdown` is cancelled, then finishes in-flight work and
+    /// returns. Unfinished work is never acknowledged.
+    async fn run(&self, consumers: Vec<Consumer>, shutdown: CancellationToken) -> anyhow::Result<()>;
+    /// Re-injects a dead letter into its own consumer's queue (no other consumer sees it).
+    async fn replay(&self, dead: &DeadLetter) -> anyhow::Result<()>;
+    /// Connection state.
+    fn health(&self) -> BusHealth;
+}
+
+/// Builds the configured bus.
+pub async fn from_config(cfg: &crate::config::Config, db: &Db) -> anyhow::Result<Arc<dyn Bus>> {
+    use crate::config::BusKind;
+    Ok(match cfg.bus_kind() {
+        BusKind::Embedded => Arc::new(embedded::EmbeddedBus::new(db.clone(), embedded::Settings::from_config(cfg))),
+        BusKind::Rabbitmq => Arc::new(rabbitmq::RabbitBus::new(db.clone(), rabbitmq::Settings::from_config(cfg)?)),
+    })
+}

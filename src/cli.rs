@@ -1,0 +1,183 @@
+//! The command line (clap): `run`, `migrate`, `config check`, `dlq list|show|replay`, `demo`.
+
+use crate::config::Config;
+use crate::runtime::{shutdown_on_signals, Hub};
+use crate::store::{deadletter, Db};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "drehkreuz", version, about = "Integration hub for IT service providers: helpdesk, warehouse and accounting over one message bus.")]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, embedded defaults plus DREHKREUZ_* variables apply.
+    #[arg(long, global = true, env = "DREHKREUZ_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub: HTTP API, consumers, outbox relay and scheduler.
+    Run,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Inspect and re-inject dead letters.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Push a month of sample data through a fresh embedded hub and write what it produced.
+    Demo {
+        /// Where to write the results (created if missing).
+        #[arg(long, default_value = "./demo-out")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (secrets redacted); fail on an invalid file.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters (not yet replayed, unless --all).
+    List {
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Include dead letters that were replayed.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter with its message.
+    Show { id: i64 },
+    /// Put dead letters back into their consumer's queue.
+    Replay {
+        /// Dead-letter ids.
+        ids: Vec<i64>,
+        /// Replay every open dead letter of this consumer.
+        #[arg(long)]
+        consumer: Option<String>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init_logging(cfg.hub.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command, cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Run => {
+            let hub = Hub::build(cfg).await?;
+            hub.run(shutdown_on_signals()).await
+        }
+        Command::Migrate => {
+            let db = Db::connect(&cfg.database_url(), 2).await?;
+            db.migrate().await?;
+            println!("migrations applied ({})", db.backend.name());
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check) => {
+            print!("{}", cfg.redacted());
+            Ok(())
+        }
+        Command::Dlq(cmd) => dlq(cmd, cfg).await,
+        Command::Demo { out } => crate::demo::run(&out).await,
+    }
+}
+
+async fn dlq(cmd: DlqCommand, cfg: Config) -> anyhow::Result<()> {
+    let db = Db::open(&cfg.database_url(), 2).await?;
+    match cmd {
+        DlqCommand::List {
+            consumer,
+            all,
+            limit,
+            json,
+        } => {
+            let rows = deadletter::list(&db, consumer.as_deref(), all, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no dead letters");
+            } else {
+                println!("{:>6}  {:<20}  {:<24}  {:>3}  {:<20}  reason", "id", "consumer", "type", "try", "dead at");
+                for r in rows {
+                    println!(
+                        "{:>6}  {:<20}  {:<24}  {:>3}  {:<20}  {}{}",
+                        r.id,
+                        r.consumer,
+                        r.routing_key,
+                        r.attempts,
+                        r.dead_at.format("%Y-%m-%d %H:%M:%S"),
+                        r.reason,
+                        if r.replayed_at.is_some() { " (replayed)" } else { "" }
+                    );
+                }
+            }
+        }
+        DlqCommand::Show { id } => match deadletter::get(&db, id).await? {
+            Some(d) => println!("{}", serde_json::to_string_pretty(&d)?),
+            None => anyhow::bail!("no dead letter with id {id}"),
+        },
+        DlqCommand::Replay { ids, consumer } => {
+            let mut targets = Vec::new();
+            for id in ids {
+                targets.push(
+                    deadletter::get(&db, id)
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("no dead letter with id {id}"))?,
+                );
+            }
+            if let Some(c) = consumer {
+                targets.extend(deadletter::list(&db, Some(&c), false, i64::MAX).await?);
+            }
+            if targets.is_empty() {
+                anyhow::bail!("nothing to replay: give dead-letter ids or --consumer NAME");
+            }
+            let bus = crate::bus::from_config(&cfg, &db).await?;
+            for d in targets {
+                if d.replayed_at.is_some() {
+                    println!("dead letter {} was already replayed; skipped", d.id);
+                    continue;
+                }
+                bus.replay(&d).await?;
+                deadletter::mark_replayed(&db, d.id).await?;
+                println!("replayed dead letter {} ({} → {})", d.id, d.routing_key, d.consumer);
+            }
+        }
+    }
+    Ok(())
+}

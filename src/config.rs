@@ -1,0 +1,401 @@
+//! Configuration: one TOML file plus `DREHKREUZ_*` environment overrides.
+//!
+//! Every setting has a default, so `drehkreuz run` with no file at all starts on embedded
+//! defaults (SQLite in `./data`, the embedded bus). Environment variables override the file:
+//! nested keys as `DREHKREUZ_<SECTION>__<KEY>` (e.g. `DREHKREUZ_BUS__PREFETCH=100`) and the
+//! well-known short names `DREHKREUZ_DATABASE_URL`, `DREHKREUZ_AMQP_URL`, `DREHKREUZ_DATA_DIR`,
+//! `DREHKREUZ_HTTP_LISTEN`, `DREHKREUZ_METRICS_LISTEN`, `DREHKREUZ_LOG_FORMAT`.
+//! Secrets (database and AMQP URLs, which carry passwords) are [`SecretString`]s: they are
+//! never printed; [`Config::redacted`] renders the effective config for `config check`.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The effective configuration of one hub process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub hub: HubSection,
+    pub http: HttpSection,
+    pub database: DatabaseSection,
+    pub bus: BusSection,
+    /// Scheduled jobs by name (`[schedule.<name>]`).
+    pub schedule: BTreeMap<String, ScheduleSection>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubSection {
+    /// Where the embedded SQLite database and other local state live.
+    pub data_dir: PathBuf,
+    /// Name of this process in logs, AMQP connection names and scheduler claims.
+    pub instance: String,
+    /// `text` (human-readable, default) or `json`.
+    pub log_format: LogFormat,
+    /// How long graceful shutdown waits for in-flight work before giving up.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address of the API, `/healthz`, `/readyz` (and `/metrics` unless bound separately).
+    pub listen: String,
+    /// Optional separate address for `/metrics`.
+    pub metrics_listen: Option<String>,
+    /// Largest accepted request body in bytes.
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    /// `sqlite://…` or `postgres://…`; default: the SQLite file in `hub.data_dir`.
+    pub url: Option<SecretString>,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    Embedded,
+    Rabbitmq,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusSection {
+    /// `embedded` or `rabbitmq`; default: `rabbitmq` when `amqp_url` is set, else `embedded`.
+    pub kind: Option<BusKind>,
+    /// `amqp://user:pass@host:5672/vhost` (a secret: it carries the password).
+    pub amqp_url: Option<SecretString>,
+    /// Prefix of every exchange and queue name (lets several hubs share one broker).
+    pub prefix: String,
+    /// Unacknowledged deliveries per consumer (AMQP prefetch / embedded batch size).
+    pub prefetch: u16,
+    /// Messages a consumer works on at the same time.
+    pub concurrency: usize,
+    /// Handler attempts before a message is dead-lettered (also the queues' `x-delivery-limit`).
+    pub delivery_limit: u32,
+    /// Retry delays in milliseconds, one per attempt; the last repeats. Exponential by default.
+    pub retry_delays_ms: Vec<u64>,
+    /// How often the embedded bus and the outbox relay poll when nothing woke them.
+    pub poll_interval_ms: u64,
+    /// Largest delay between reconnect attempts to the broker.
+    pub reconnect_max_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSection {
+    /// Cron expression with seconds: `sec min hour day-of-month month day-of-week [year]`.
+    pub cron: String,
+    /// Time zone the expression is read in.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// `false` switches the job off without deleting its section.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_timezone() -> String {
+    "Europe/Berlin".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            instance: default_instance_name(),
+            log_format: LogFormat::Text,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+fn default_instance_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hub".into());
+    format!("{host}-{}", std::process::id())
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            metrics_listen: None,
+            body_limit_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 10,
+        }
+    }
+}
+
+impl Default for BusSection {
+    fn default() -> Self {
+        Self {
+            kind: None,
+            amqp_url: None,
+            prefix: "drehkreuz".into(),
+            prefetch: 64,
+            concurrency: 16,
+            delivery_limit: 6,
+            retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000],
+            poll_interval_ms: 250,
+            reconnect_max_delay_ms: 30_000,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut schedule = BTreeMap::new();
+        schedule.insert(
+            "housekeeping".to_string(),
+            ScheduleSection {
+                cron: "0 30 3 * * *".into(),
+                timezone: default_timezone(),
+                enabled: true,
+            },
+        );
+        Self {
+            hub: HubSection::default(),
+            http: HttpSection::default(),
+            database: DatabaseSection::default(),
+            bus: BusSection::default(),
+            schedule,
+        }
+    }
+}
+
+/// Why the configuration could not be loaded; the message names the file, key and problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Environment variables with short names, mapped to their config keys.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("DREHKREUZ_DATABASE_URL", "database.url"),
+    ("DREHKREUZ_AMQP_URL", "bus.amqp_url"),
+    ("DREHKREUZ_BUS_KIND", "bus.kind"),
+    ("DREHKREUZ_DATA_DIR", "hub.data_dir"),
+    ("DREHKREUZ_INSTANCE", "hub.instance"),
+    ("DREHKREUZ_LOG_FORMAT", "hub.log_format"),
+    ("DREHKREUZ_HTTP_LISTEN", "http.listen"),
+    ("DREHKREUZ_METRICS_LISTEN", "http.metrics_listen"),
+];
+
+impl Config {
+    /// Loads the file (if given) and applies the environment overrides, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    reason: "file not found".into(),
+                });
+            }
+            builder = builder.add_source(
+                config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("DREHKREUZ")
+                .prefix_separator("_")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("bus.retry_delays_ms")
+                .try_parsing(true)
+                // the short aliases below are handled explicitly
+                .source(Some(
+                    std::env::vars()
+                        .filter(|(k, _)| k.contains("__"))
+                        .collect(),
+                )),
+        );
+        for (var, key) in ENV_ALIASES {
+            if let Ok(value) = std::env::var(var) {
+                builder = builder
+                    .set_override(*key, value)
+                    .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            }
+        }
+        let raw = builder.build().map_err(|e| ConfigError::File {
+            path: file.map(|p| p.display().to_string()).unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+        let cfg: Config = raw.try_deserialize().map_err(|e| match file {
+            Some(p) => ConfigError::File {
+                path: p.display().to_string(),
+                reason: e.to_string(),
+            },
+            None => ConfigError::Invalid(e.to_string()),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense; the message names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("`{key}`: {why}")));
+        if self.bus.delivery_limit == 0 {
+            return bad("bus.delivery_limit", "must be at least 1");
+        }
+        if self.bus.retry_delays_ms.is_empty() {
+            return bad("bus.retry_delays_ms", "needs at least one delay");
+        }
+        if self.bus.prefetch == 0 {
+            return bad("bus.prefetch", "must be at least 1");
+        }
+        if self.bus.concurrency == 0 {
+            return bad("bus.concurrency", "must be at least 1");
+        }
+        if self.bus.prefix.trim().is_empty() {
+            return bad("bus.prefix", "must not be empty");
+        }
+        if self.bus_kind() == BusKind::Rabbitmq && self.bus.amqp_url.is_none() {
+            return bad(
+                "bus.amqp_url",
+                "is required when bus.kind = \"rabbitmq\" (or set DREHKREUZ_AMQP_URL)",
+            );
+        }
+        if let Some(url) = &self.database.url {
+            let u = url.expose_secret();
+            if !(u.starts_with("sqlite:") || u.starts_with("postgres:") || u.starts_with("postgresql:"))
+            {
+                return bad(
+                    "database.url",
+                    "expected a sqlite:… or postgres://… URL",
+                );
+            }
+        }
+        if let Some(url) = &self.bus.amqp_url {
+            let u = url.expose_secret();
+            if !(u.starts_with("amqp://") || u.starts_with("amqps://")) {
+                return bad("bus.amqp_url", "expected an amqp://… or amqps://… URL");
+            }
+        }
+        for (addr_key, addr) in [("http.listen", Some(&self.http.listen)), ("http.metrics_listen", self.http.metrics_listen.as_ref())] {
+            if let Some(a) = addr {
+                if a.parse::<std::net::SocketAddr>().is_err() {
+                    return bad(addr_key, "expected host:port, e.g. 127.0.0.1:8080");
+                }
+            }
+        }
+        for (name, s) in &self.schedule {
+            if let Err(e) = s.cron.parse::<cron::Schedule>() {
+                return Err(ConfigError::Invalid(format!(
+                    "`schedule.{name}.cron`: {e} (expected 6 or 7 fields: sec min hour day month weekday [year])"
+                )));
+            }
+            if s.timezone.parse::<chrono_tz::Tz>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "`schedule.{name}.timezone`: unknown time zone {:?}",
+                    s.timezone
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Which bus this process uses.
+    pub fn bus_kind(&self) -> BusKind {
+        self.bus.kind.unwrap_or(if self.bus.amqp_url.is_some() {
+            BusKind::Rabbitmq
+        } else {
+            BusKind::Embedded
+        })
+    }
+
+    /// The database URL in effect (the embedded SQLite file unless configured).
+    pub fn database_url(&self) -> SecretString {
+        match &self.database.url {
+            Some(u) => u.clone(),
+            None => {
+                let path = self.hub.data_dir.join("drehkreuz.db");
+                SecretString::from(format!("sqlite://{}?mode=rwc", path.display()))
+            }
+        }
+    }
+
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        retry_delay(&self.bus.retry_delays_ms, attempt)
+    }
+
+    /// The effective configuration as TOML with every secret replaced by `"***"`.
+    pub fn redacted(&self) -> String {
+        let redact = |s: &Option<SecretString>| s.as_ref().map(|_| "***".to_string());
+        let value = serde_json::json!({
+            "hub": self.hub,
+            "http": self.http,
+            "database": {
+                "url": redact(&self.database.url).unwrap_or_else(|| redact_url(self.database_url().expose_secret())),
+                "max_connections": self.database.max_connections,
+            },
+            "bus": {
+                "kind": self.bus_kind(),
+                "amqp_url": redact(&self.bus.amqp_url),
+                "prefix": self.bus.prefix,
+                "prefetch": self.bus.prefetch,
+                "concurrency": self.bus.concurrency,
+                "delivery_limit": self.bus.delivery_limit,
+                "retry_delays_ms": self.bus.retry_delays_ms,
+                "poll_interval_ms": self.bus.poll_interval_ms,
+                "reconnect_max_delay_ms": self.bus.reconnect_max_delay_ms,
+            },
+            "schedule": self.schedule,
+        });
+        toml::to_string_pretty(&strip_nulls(value)).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+/// The delay before retry number `attempt` (1-based): the configured tier, the last one repeating.
+pub fn retry_delay(tiers_ms: &[u64], attempt: u32) -> Duration {
+    let idx = (attempt.max(1) as usize - 1).min(tiers_ms.len().saturating_sub(1));
+    Duration::from_millis(tiers_ms.get(idx).copied().unwrap_or(1_000))
+}
+
+/// The embedded default URL holds no password, but keep the rendering uniform.
+fn redact_url(url: &str) -> String {
+    if url.starts_with("sqlite:") {
+        url.to_string()
+    } else {
+        "***".into()
+    }
+}
+
+fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}

@@ -1,0 +1,5 @@
+//! The `drehkreuz` command.
+
+fn main() -> std::process::ExitCode {
+    drehkreuz::cli::main()
+}

@@ -1,0 +1,11 @@
+//! What consumes what: the list of consumers this hub runs, each with its queue name, the
+//! event types it is bound to, and its handler. Read top to bottom it is the data flow
+//! after the bus: intake of work, then billing, then export.
+
+use crate::bus::Consumer;
+use crate::store::Db;
+
+/// The consumers of a hub on this store.
+pub fn consumers(_db: &Db) -> Vec<Consumer> {
+    Vec::new()
+}

@@ -1,0 +1,105 @@
+//! The outbox relay: publishes pending outbox rows through the bus and marks them sent only
+//! after the bus confirmed them.
+//!
+//! On PostgreSQL the batch is read `FOR UPDATE SKIP LOCKED` inside a transaction held across the
+//! publish, so several hub processes relay without publishing a row twice in the normal case.
+//! A crash between the broker's confirm and the commit publishes the row again after restart;
+//! the consumers' inboxes drop that duplicate. A row that fails (unroutable, broker down) gets
+//! its error recorded and is retried later with a growing delay; the rows behind it go on.
+
+use crate::bus::Bus;
+use crate::config::retry_delay;
+use crate::store::{now_ms, outbox, Db};
+use crate::telemetry;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Rows per publish batch (confirms are awaited per batch, pipelined).
+pub const BATCH: i64 = 256;
+
+/// The relay task.
+pub struct Relay {
+    db: Db,
+    bus: Arc<dyn Bus>,
+    wakeup: Arc<Notify>,
+    poll: Duration,
+    retry_delays_ms: Vec<u64>,
+}
+
+impl Relay {
+    pub fn new(db: Db, bus: Arc<dyn Bus>, wakeup: Arc<Notify>, poll: Duration, retry_delays_ms: Vec<u64>) -> Self {
+        Self {
+            db,
+            bus,
+            wakeup,
+            poll,
+            retry_delays_ms,
+        }
+    }
+
+    /// Publishes one batch; returns how many rows were published.
+    pub async fn relay_once(&self) -> anyhow::Result<usize> {
+        let mut tx = self.db.begin().await?;
+        let rows = outbox::pending(&mut tx, &self.db, BATCH).await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let events: Vec<_> = rows.iter().map(|r| r.envelope.clone()).collect();
+        let results = self.bus.publish(&events).await;
+        let mut sent = Vec::with_capacity(rows.len());
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(()) => sent.push(row.id),
+                Err(e) => {
+                    let attempts = row.attempts + 1;
+                    let delay = retry_delay(&self.retry_delays_ms, attempts as u32);
+                    tracing::warn!(outbox_id = row.id, event_type = %row.envelope.event_type, attempt = attempts, error = %e, "Publishing an outbox row failed; will retry.");
+                    outbox::mark_failed(&mut tx, row.id, now_ms() + delay.as_millis() as i64, &e.to_string()).await?;
+                }
+            }
+        }
+        outbox::mark_sent(&mut tx, &sent).await?;
+        tx.commit().await?;
+        Ok(sent.len())
+    }
+
+    /// Publishes until shutdown; on shutdown it flushes what is pending once more, then returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut last_gauge = std::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            let published = match self.relay_once().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Outbox relay failed; retrying.");
+                    0
+                }
+            };
+            if last_gauge.elapsed() > Duration::from_secs(5) {
+                if let Ok(n) = outbox::backlog(&self.db).await {
+                    telemetry::outbox_backlog(n);
+                }
+                last_gauge = std::time::Instant::now();
+            }
+            if shutdown.is_cancelled() {
+                // Flush: publish whatever is ready before leaving (bounded).
+                for _ in 0..16 {
+                    match self.relay_once().await {
+                        Ok(n) if n > 0 => continue,
+                        _ => break,
+                    }
+                }
+                break;
+            }
+            if published == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {},
+                    _ = self.wakeup.notified() => {},
+                    _ = tokio::time::sleep(self.poll) => {},
+                }
+            }
+        }
+    }
+}

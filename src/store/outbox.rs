@@ -1,0 +1,120 @@
+//! The transactional outbox: events written in the same transaction as the state change that
+//! caused them, published later by the relay (`crate::relay`) and marked sent only after the
+//! bus confirmed them.
+
+use super::{now_ms, Db, Tx};
+use canonical::Envelope;
+use sqlx::Row;
+
+/// One pending outbox row.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub attempts: i64,
+    pub envelope: Envelope,
+}
+
+/// Writes `event` into the outbox inside the caller's transaction.
+pub async fn enqueue(tx: &mut Tx<'_>, event: &Envelope) -> Result<(), sqlx::Error> {
+    let json = serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, routing_key, envelope, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&event.id)
+    .bind(&event.event_type)
+    .bind(json)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes events in their own transaction (for ingress paths that change nothing else).
+pub async fn enqueue_all(db: &Db, events: &[Envelope]) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    for e in events {
+        enqueue(&mut tx, e).await?;
+    }
+    tx.commit().await
+}
+
+/// The oldest publishable rows, locked for this relay on PostgreSQL (`SKIP LOCKED`).
+pub async fn pending(tx: &mut Tx<'_>, db: &Db, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT id, attempts, envelope FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $1 \
+         ORDER BY id LIMIT $2{}",
+        db.skip_locked()
+    );
+    let rows = sqlx::query(&sql)
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id: i64 = r.try_get("id")?;
+        let text: String = r.try_get("envelope")?;
+        match serde_json::from_str::<Envelope>(&text) {
+            Ok(envelope) => out.push(OutboxRow {
+                id,
+                attempts: r.try_get("attempts")?,
+                envelope,
+            }),
+            Err(e) => {
+                // Cannot happen for rows written by `enqueue`; park the row instead of looping.
+                tracing::error!(outbox_id = id, error = %e, "Unreadable outbox row parked.");
+                mark_failed(tx, id, i64::MAX / 2, &format!("unreadable envelope: {e}")).await?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Marks rows as published.
+pub async fn mark_sent(tx: &mut Tx<'_>, ids: &[i64]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    sqlx::query(&format!("UPDATE outbox SET sent_at = $1 WHERE id IN ({list})"))
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Records a failed publish and when to try again.
+pub async fn mark_failed(
+    tx: &mut Tx<'_>,
+    id: i64,
+    next_attempt_at: i64,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3",
+    )
+    .bind(next_attempt_at)
+    .bind(error)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Rows not yet published (the backlog gauge and `/readyz` detail).
+pub async fn backlog(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+        .fetch_one(&db.pool)
+        .await
+}
+
+/// Deletes published rows older than `before_ms` (housekeeping).
+pub async fn prune_sent(db: &Db, before_ms: i64) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+            .bind(before_ms)
+            .execute(&db.pool)
+            .await?
+            .rows_affected(),
+    )
+}
