@@ -1,9 +1,10 @@
 //! The outbox relay: publishes pending outbox rows through the bus and marks them sent only
 //! after the bus confirmed them.
 //!
-//! On PostgreSQL the batch is read `FOR UPDATE SKIP LOCKED` inside a transaction held across the
-//! publish, so several hub processes relay without publishing a row twice in the normal case.
-//! A crash between the broker's confirm and the commit publishes the row again after restart;
+//! A batch is claimed with a lease (`outbox::claim`, `SKIP LOCKED` on PostgreSQL), so several
+//! hub processes relay without publishing a row twice in the normal case, and no transaction
+//! is held while waiting for the broker. A crash between the broker's confirm and marking the
+//! row sent publishes the row again once the lease ran out;
 //! the consumers' inboxes drop that duplicate. A row that fails (unroutable, broker down) gets
 //! its error recorded and is retried later with a growing delay; the rows behind it go on.
 
@@ -41,14 +42,13 @@ impl Relay {
 
     /// Publishes one batch; returns how many rows were published.
     pub async fn relay_once(&self) -> anyhow::Result<usize> {
-        let mut tx = self.db.begin().await?;
-        let rows = outbox::pending(&mut tx, &self.db, BATCH).await?;
+        let rows = outbox::claim(&self.db, BATCH).await?;
         if rows.is_empty() {
-            tx.commit().await?;
             return Ok(0);
         }
         let events: Vec<_> = rows.iter().map(|r| r.envelope.clone()).collect();
         let results = self.bus.publish(&events).await;
+        let mut tx = self.db.begin().await?;
         let mut sent = Vec::with_capacity(rows.len());
         for (row, result) in rows.iter().zip(results) {
             match result {

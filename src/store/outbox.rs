@@ -38,19 +38,28 @@ pub async fn enqueue_all(db: &Db, events: &[Envelope]) -> Result<(), sqlx::Error
     tx.commit().await
 }
 
-/// The oldest publishable rows, locked for this relay on PostgreSQL (`SKIP LOCKED`).
-pub async fn pending(tx: &mut Tx<'_>, db: &Db, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+/// How long claimed rows stay invisible to other relays (a crashed relay's rows come back).
+pub const CLAIM_LEASE_MS: i64 = 30_000;
+
+/// Claims the oldest publishable rows for this relay: their `next_attempt_at` moves past a
+/// lease, so a competing relay (or this one after a crash) only sees them again if they are
+/// neither marked sent nor failed in time. No transaction is held while publishing.
+pub async fn claim(db: &Db, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    let now = now_ms();
     let sql = format!(
-        "SELECT id, attempts, envelope FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $1 \
-         ORDER BY id LIMIT $2{}",
+        "UPDATE outbox SET next_attempt_at = $1 WHERE id IN \
+         (SELECT id FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= $2 ORDER BY id LIMIT $3{}) \
+         RETURNING id, attempts, envelope",
         db.skip_locked()
     );
     let rows = sqlx::query(&sql)
-        .bind(now_ms())
+        .bind(now + CLAIM_LEASE_MS)
+        .bind(now)
         .bind(limit)
-        .fetch_all(&mut **tx)
+        .fetch_all(&db.pool)
         .await?;
     let mut out = Vec::with_capacity(rows.len());
+    let mut tx = db.begin().await?;
     for r in rows {
         let id: i64 = r.try_get("id")?;
         let text: String = r.try_get("envelope")?;
@@ -63,10 +72,12 @@ pub async fn pending(tx: &mut Tx<'_>, db: &Db, limit: i64) -> Result<Vec<OutboxR
             Err(e) => {
                 // Cannot happen for rows written by `enqueue`; park the row instead of looping.
                 tracing::error!(outbox_id = id, error = %e, "Unreadable outbox row parked.");
-                mark_failed(tx, id, i64::MAX / 2, &format!("unreadable envelope: {e}")).await?;
+                mark_failed(&mut tx, id, i64::MAX / 2, &format!("unreadable envelope: {e}")).await?;
             }
         }
     }
+    tx.commit().await?;
+    out.sort_by_key(|r| r.id);
     Ok(out)
 }
 
