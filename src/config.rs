@@ -83,8 +83,10 @@ pub struct BusSection {
     pub prefix: String,
     /// Unacknowledged deliveries per consumer (AMQP prefetch / embedded batch size).
     pub prefetch: u16,
-    /// Messages a consumer works on at the same time.
+    /// Batches a consumer applies at the same time.
     pub concurrency: usize,
+    /// Most messages a consumer applies in one database transaction.
+    pub batch_size: usize,
     /// Handler attempts before a message is dead-lettered (also the queues' `x-delivery-limit`).
     pub delivery_limit: u32,
     /// Retry delays in milliseconds, one per attempt; the last repeats. Exponential by default.
@@ -156,8 +158,9 @@ impl Default for BusSection {
             kind: None,
             amqp_url: None,
             prefix: "drehkreuz".into(),
-            prefetch: 64,
-            concurrency: 16,
+            prefetch: 256,
+            concurrency: 4,
+            batch_size: 64,
             delivery_limit: 6,
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000],
             poll_interval_ms: 250,
@@ -271,6 +274,9 @@ impl Config {
         if self.bus.prefetch == 0 {
             return bad("bus.prefetch", "must be at least 1");
         }
+        if self.bus.batch_size == 0 {
+            return bad("bus.batch_size", "must be at least 1");
+        }
         if self.bus.concurrency == 0 {
             return bad("bus.concurrency", "must be at least 1");
         }
@@ -362,6 +368,7 @@ impl Config {
                 "prefix": self.bus.prefix,
                 "prefetch": self.bus.prefetch,
                 "concurrency": self.bus.concurrency,
+                "batch_size": self.bus.batch_size,
                 "delivery_limit": self.bus.delivery_limit,
                 "retry_delays_ms": self.bus.retry_delays_ms,
                 "poll_interval_ms": self.bus.poll_interval_ms,

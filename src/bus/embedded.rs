@@ -9,7 +9,7 @@
 //! loses its leases when they expire and another worker picks the rows up; the `deliveries`
 //! counter is the crash-loop backstop (like RabbitMQ's `x-delivery-limit`).
 
-use super::{apply, Bus, BusHealth, Consumer, ConsumerSpec, Outcome, PublishError};
+use super::{apply_batch, Bus, BusHealth, Consumer, ConsumerSpec, Outcome, PublishError};
 use crate::config::{retry_delay, Config};
 use crate::store::deadletter::{self, DeadLetter, DeathNote};
 use crate::store::{now_ms, Db};
@@ -37,7 +37,7 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(cfg: &Config) -> Self {
         Self {
-            batch: i64::from(cfg.bus.prefetch),
+            batch: cfg.bus.batch_size as i64,
             concurrency: cfg.bus.concurrency,
             delivery_limit: cfg.bus.delivery_limit,
             retry_delays_ms: cfg.bus.retry_delays_ms.clone(),
@@ -116,9 +116,13 @@ impl EmbeddedBus {
         Ok(out)
     }
 
-    async fn ack(&self, id: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM bus_queue WHERE id = $1")
-            .bind(id)
+    /// Removes settled rows ("ack").
+    async fn ack(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        sqlx::query(&format!("DELETE FROM bus_queue WHERE id IN ({list})"))
             .execute(&self.db.pool)
             .await?;
         Ok(())
@@ -157,41 +161,52 @@ impl EmbeddedBus {
         tx.commit().await
     }
 
-    /// Handles one leased message to its end state.
-    async fn process(&self, consumer: &Consumer, m: Leased) -> Result<(), sqlx::Error> {
+    /// Applies a leased batch in one transaction and settles every message.
+    async fn process_batch(&self, consumer: &Consumer, batch: Vec<Leased>) -> Result<(), sqlx::Error> {
         let name = consumer.spec.name.as_str();
         let limit = i64::from(self.settings.delivery_limit);
-        // Crash-loop backstop: the row was leased more often than it may be tried.
-        if m.deliveries > limit {
-            let reason = format!(
-                "delivery limit reached: delivered {} times without an outcome (limit {limit})",
-                m.deliveries
-            );
-            telemetry::dead_lettered(name);
-            return self.dead_letter(name, &m, m.deliveries, &reason).await;
+        let mut ready = Vec::with_capacity(batch.len());
+        for m in batch {
+            // Crash-loop backstop: leased more often than it may be tried, with no outcome.
+            if m.deliveries > limit {
+                let reason = format!(
+                    "delivery limit reached: delivered {} times without an outcome (limit {limit})",
+                    m.deliveries
+                );
+                telemetry::dead_lettered(name);
+                self.dead_letter(name, &m, m.deliveries, &reason).await?;
+            } else {
+                telemetry::consumed(name);
+                ready.push(m);
+            }
         }
-        telemetry::consumed(name);
-        match apply(&self.db, name, consumer.handler.as_ref(), &m.envelope).await {
-            Outcome::Applied | Outcome::Duplicate => self.ack(m.id).await,
-            Outcome::Retry(err) => {
-                let failures = m.failures + 1;
-                if failures >= limit {
-                    let reason = format!("delivery limit reached after {failures} attempts; last error: {err}");
+        let envs: Vec<&Envelope> = ready.iter().map(|m| &m.envelope).collect();
+        let outcomes = apply_batch(&self.db, name, consumer.handler.as_ref(), &envs).await;
+        let mut done = Vec::new();
+        for (m, outcome) in ready.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Applied | Outcome::Duplicate => done.push(m.id),
+                Outcome::Retry(err) => {
+                    let failures = m.failures + 1;
+                    if failures >= limit {
+                        let reason = format!("delivery limit reached after {failures} attempts; last error: {err}");
+                        tracing::warn!(consumer = name, message_id = %m.envelope.id, %reason, "Message dead-lettered.");
+                        telemetry::dead_lettered(name);
+                        self.dead_letter(name, m, failures, &reason).await?;
+                    } else {
+                        tracing::info!(consumer = name, message_id = %m.envelope.id, attempt = failures, error = %err, "Message will be retried.");
+                        telemetry::retried(name);
+                        self.retry_later(m, failures, &err).await?;
+                    }
+                }
+                Outcome::Dead(reason) => {
                     tracing::warn!(consumer = name, message_id = %m.envelope.id, %reason, "Message dead-lettered.");
                     telemetry::dead_lettered(name);
-                    self.dead_letter(name, &m, failures, &reason).await
-                } else {
-                    tracing::info!(consumer = name, message_id = %m.envelope.id, attempt = failures, error = %err, "Message will be retried.");
-                    telemetry::retried(name);
-                    self.retry_later(&m, failures, &err).await
+                    self.dead_letter(name, m, m.failures + 1, &reason).await?;
                 }
             }
-            Outcome::Dead(reason) => {
-                tracing::warn!(consumer = name, message_id = %m.envelope.id, %reason, "Message dead-lettered.");
-                telemetry::dead_lettered(name);
-                self.dead_letter(name, &m, m.failures + 1, &reason).await
-            }
         }
+        self.ack(&done).await
     }
 
     async fn run_one(self: Arc<Self>, consumer: Consumer, shutdown: CancellationToken) {
@@ -199,49 +214,47 @@ impl EmbeddedBus {
         let permits = Arc::new(Semaphore::new(self.settings.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
         while !shutdown.is_cancelled() {
-            // Only lease what we can start now, so nothing sits leased while we are busy.
+            // Lease only when a slot is free, so nothing sits leased while we are busy.
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
             let batch = match self.lease(&name).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(consumer = %name, error = %e, "Leasing from the embedded queue failed.");
+                    drop(permit);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(self.settings.poll_interval) => continue,
                     }
                 }
             };
-            let got = batch.len();
-            for m in batch {
-                let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                let me = self.clone();
-                let c = consumer.clone();
-                tasks.spawn(async move {
-                    let id = m.id;
-                    if let Err(e) = me.process(&c, m).await {
-                        // The lease expires and the message comes back: nothing is lost.
-                        tracing::warn!(consumer = %c.spec.name, queue_id = id, error = %e, "Could not settle a message; it will be redelivered.");
-                    }
-                    drop(permit);
-                });
-            }
-            while let Some(res) = tasks.try_join_next() {
-                if let Err(e) = res {
-                    tracing::error!(consumer = %name, error = %e, "Consumer task failed.");
-                }
-            }
-            if got == 0 {
+            if batch.is_empty() {
+                drop(permit);
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = self.wakeup.notified() => {},
                     _ = tokio::time::sleep(self.settings.poll_interval) => {},
                 }
-            } else {
-                // Wait for a free slot before leasing more.
-                let Ok(p) = permits.clone().acquire_owned().await else { break };
-                drop(p);
+                continue;
+            }
+            let me = self.clone();
+            let c = consumer.clone();
+            tasks.spawn(async move {
+                if let Err(e) = me.process_batch(&c, batch).await {
+                    // The leases expire and the messages come back: nothing is lost.
+                    tracing::warn!(consumer = %c.spec.name, error = %e, "Could not settle a batch; it will be redelivered.");
+                }
+                drop(permit);
+            });
+            while let Some(res) = tasks.try_join_next() {
+                if let Err(e) = res {
+                    tracing::error!(consumer = %name, error = %e, "Consumer task failed.");
+                }
             }
         }
-        // Graceful shutdown: in-flight messages finish and settle.
+        // Graceful shutdown: in-flight batches finish and settle.
         while let Some(res) = tasks.join_next().await {
             if let Err(e) = res {
                 tracing::error!(consumer = %name, error = %e, "Consumer task failed.");

@@ -124,6 +124,88 @@ pub async fn apply(db: &Db, consumer: &str, handler: &dyn Handler, event: &Envel
     }
 }
 
+/// Applies a batch of messages in one transaction (one commit instead of one per message).
+///
+/// The inbox claims are one statement for the whole batch; a message already in the inbox,
+/// or twice in the batch, is a [`Outcome::Duplicate`]. If a handler fails, the transaction is
+/// rolled back, that message gets its failure outcome and the rest of the batch is applied
+/// again without it: a handler may therefore run more than once for a message whose batch was
+/// rolled back, which is why handlers keep every effect inside the transaction.
+pub async fn apply_batch(db: &Db, consumer: &str, handler: &dyn Handler, events: &[&Envelope]) -> Vec<Outcome> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+    let mut pending: Vec<usize> = (0..events.len()).collect();
+    while !pending.is_empty() {
+        if pending.len() == 1 {
+            let i = pending[0];
+            outcomes[i] = Some(apply(db, consumer, handler, events[i]).await);
+            break;
+        }
+        match try_batch(db, consumer, handler, events, &pending).await {
+            BatchResult::Committed(done) => {
+                for (i, o) in done {
+                    outcomes[i] = Some(o);
+                }
+                break;
+            }
+            BatchResult::Failed(i, o) => {
+                outcomes[i] = Some(o);
+                pending.retain(|&j| j != i);
+            }
+            BatchResult::Unavailable(reason) => {
+                for &i in &pending {
+                    outcomes[i] = Some(Outcome::Retry(reason.clone()));
+                }
+                break;
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Retry("not processed".into())))
+        .collect()
+}
+
+enum BatchResult {
+    Committed(Vec<(usize, Outcome)>),
+    Failed(usize, Outcome),
+    Unavailable(String),
+}
+
+async fn try_batch(db: &Db, consumer: &str, handler: &dyn Handler, events: &[&Envelope], which: &[usize]) -> BatchResult {
+    let mut tx = match db.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return BatchResult::Unavailable(format!("database: {e}")),
+    };
+    let ids: Vec<&str> = which.iter().map(|&i| events[i].id.as_str()).collect();
+    let mut fresh = match inbox::claim_many(&mut tx, consumer, &ids).await {
+        Ok(f) => f,
+        Err(e) => return BatchResult::Unavailable(format!("inbox: {e}")),
+    };
+    let mut done = Vec::with_capacity(which.len());
+    for &i in which {
+        // `remove`: a second copy of the same id in this batch is a duplicate.
+        if !fresh.remove(events[i].id.as_str()) {
+            done.push((i, Outcome::Duplicate));
+            continue;
+        }
+        match handler.handle(events[i], &mut tx).await {
+            Ok(()) => done.push((i, Outcome::Applied)),
+            Err(e) => {
+                let _ = tx.rollback().await;
+                let o = match e {
+                    HandlerError::Transient(r) => Outcome::Retry(r),
+                    HandlerError::Permanent(r) => Outcome::Dead(r),
+                };
+                return BatchResult::Failed(i, o);
+            }
+        }
+    }
+    match tx.commit().await {
+        Ok(()) => BatchResult::Committed(done),
+        Err(e) => BatchResult::Unavailable(format!("commit: {e}")),
+    }
+}
+
 /// Why a publish failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {

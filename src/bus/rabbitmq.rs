@@ -19,7 +19,7 @@
 //! `drehkreuz dlq` from one place.
 
 use super::topology::Names;
-use super::{apply, Bus, BusHealth, Consumer, ConsumerSpec, Handler, HandlerError, Outcome, PublishError};
+use super::{apply, apply_batch, Bus, BusHealth, Consumer, ConsumerSpec, Handler, HandlerError, Outcome, PublishError};
 use crate::config::{retry_delay, Config};
 use crate::store::deadletter::{self, DeadLetter, DeathNote};
 use crate::store::{now_ms, Db, Tx};
@@ -27,7 +27,7 @@ use crate::telemetry;
 use async_trait::async_trait;
 use backon::BackoffBuilder;
 use canonical::Envelope;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
@@ -63,6 +63,7 @@ pub struct Settings {
     pub names: Names,
     pub prefetch: u16,
     pub concurrency: usize,
+    pub batch_size: usize,
     pub delivery_limit: u32,
     pub retry_delays_ms: Vec<u64>,
     pub reconnect_max_delay: Duration,
@@ -81,6 +82,7 @@ impl Settings {
             names: Names::new(&cfg.bus.prefix),
             prefetch: cfg.bus.prefetch,
             concurrency: cfg.bus.concurrency,
+            batch_size: cfg.bus.batch_size,
             delivery_limit: cfg.bus.delivery_limit,
             retry_delays_ms: cfg.bus.retry_delays_ms.clone(),
             reconnect_max_delay: Duration::from_millis(cfg.bus.reconnect_max_delay_ms.max(100)),
@@ -452,36 +454,49 @@ impl RabbitBus {
         }
     }
 
-    async fn process(&self, consumer: &Consumer, d: Delivery) {
+    /// Applies a batch of deliveries in one transaction, then settles each one.
+    async fn process_batch(&self, consumer: &Consumer, deliveries: Vec<Delivery>) {
         let name = consumer.spec.name.as_str();
-        telemetry::consumed(name);
-        let headers = d.properties.headers().clone().unwrap_or_default();
-        let failures = header_i64(&headers, H_ATTEMPT).unwrap_or(0);
-        let limit = i64::from(self.shared.s.delivery_limit);
-        let env = match from_amqp(&d.properties, &d.data) {
-            Ok(env) => env,
-            Err(reason) => {
-                let reason = format!("malformed message: {reason}");
-                tracing::warn!(consumer = name, %reason, "Message dead-lettered.");
-                return self.dead_letter_delivery(name, &d, failures + 1, &reason).await;
+        let mut ready = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            telemetry::consumed(name);
+            match from_amqp(&d.properties, &d.data) {
+                Ok(env) => ready.push((d, env)),
+                Err(reason) => {
+                    let failures = d.properties.headers().as_ref().and_then(|h| header_i64(h, H_ATTEMPT)).unwrap_or(0);
+                    let reason = format!("malformed message: {reason}");
+                    tracing::warn!(consumer = name, %reason, "Message dead-lettered.");
+                    self.dead_letter_delivery(name, &d, failures + 1, &reason).await;
+                }
             }
-        };
-        match apply(&self.shared.db, name, consumer.handler.as_ref(), &env).await {
-            Outcome::Applied | Outcome::Duplicate => ack(&d).await,
+        }
+        let envs: Vec<&Envelope> = ready.iter().map(|(_, e)| e).collect();
+        let outcomes = apply_batch(&self.shared.db, name, consumer.handler.as_ref(), &envs).await;
+        for ((d, env), outcome) in ready.iter().zip(outcomes) {
+            self.settle(name, d, env, outcome).await;
+        }
+    }
+
+    /// Acks, schedules a retry or dead-letters one delivery according to its outcome.
+    async fn settle(&self, name: &str, d: &Delivery, env: &Envelope, outcome: Outcome) {
+        let failures = d.properties.headers().as_ref().and_then(|h| header_i64(h, H_ATTEMPT)).unwrap_or(0);
+        let limit = i64::from(self.shared.s.delivery_limit);
+        match outcome {
+            Outcome::Applied | Outcome::Duplicate => ack(d).await,
             Outcome::Retry(err) => {
                 let failures = failures + 1;
                 if failures >= limit {
                     let reason = format!("delivery limit reached after {failures} attempts; last error: {err}");
                     tracing::warn!(consumer = name, message_id = %env.id, %reason, "Message dead-lettered.");
-                    self.dead_letter_delivery(name, &d, failures, &reason).await;
+                    self.dead_letter_delivery(name, d, failures, &reason).await;
                 } else {
                     tracing::info!(consumer = name, message_id = %env.id, attempt = failures, error = %err, "Message will be retried.");
-                    self.retry_delivery(name, &d, failures, &err).await;
+                    self.retry_delivery(name, d, failures, &err).await;
                 }
             }
             Outcome::Dead(reason) => {
                 tracing::warn!(consumer = name, message_id = %env.id, %reason, "Message dead-lettered.");
-                self.dead_letter_delivery(name, &d, failures + 1, &reason).await;
+                self.dead_letter_delivery(name, d, failures + 1, &reason).await;
             }
         }
     }
@@ -506,6 +521,7 @@ impl RabbitBus {
         tracing::info!(queue, "Consuming.");
         let permits = Arc::new(Semaphore::new(self.shared.s.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
+        let batch_max = self.shared.s.batch_size.max(1);
         let result = loop {
             let permit = tokio::select! {
                 biased;
@@ -517,22 +533,46 @@ impl RabbitBus {
                 _ = shutdown.cancelled() => break Ok(()),
                 n = stream.next() => n,
             };
-            match next {
-                Some(Ok(delivery)) => {
-                    let me = self.clone();
-                    let c = consumer.clone();
-                    tasks.spawn(async move {
-                        match role {
-                            Role::Work => me.process(&c, delivery).await,
-                            Role::DeadLetters => me.process_dead_letter(&c, delivery).await,
-                        }
-                        drop(permit);
-                    });
-                }
+            let mut batch = match next {
+                Some(Ok(delivery)) => vec![delivery],
                 Some(Err(e)) => break Err(anyhow::anyhow!("consumer of {queue} failed: {e}")),
                 None => break Err(anyhow::anyhow!("consumer of {queue} ended (connection lost?)")),
+            };
+            // Take what is already prefetched, up to the batch size, without waiting.
+            let mut ended = None;
+            if role == Role::Work {
+                while batch.len() < batch_max {
+                    match stream.next().now_or_never() {
+                        Some(Some(Ok(d))) => batch.push(d),
+                        Some(Some(Err(e))) => {
+                            ended = Some(anyhow::anyhow!("consumer of {queue} failed: {e}"));
+                            break;
+                        }
+                        Some(None) => {
+                            ended = Some(anyhow::anyhow!("consumer of {queue} ended (connection lost?)"));
+                            break;
+                        }
+                        None => break,
+                    }
+                }
             }
+            let me = self.clone();
+            let c = consumer.clone();
+            tasks.spawn(async move {
+                match role {
+                    Role::Work => me.process_batch(&c, batch).await,
+                    Role::DeadLetters => {
+                        for d in batch {
+                            me.process_dead_letter(&c, d).await;
+                        }
+                    }
+                }
+                drop(permit);
+            });
             while tasks.try_join_next().is_some() {}
+            if let Some(e) = ended {
+                break Err(e);
+            }
         };
         if shutdown.is_cancelled() {
             let _ = channel.basic_cancel(s(&tag), BasicCancelOptions::default()).await;

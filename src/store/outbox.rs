@@ -17,9 +17,7 @@ pub struct OutboxRow {
 /// Writes `event` into the outbox inside the caller's transaction.
 pub async fn enqueue(tx: &mut Tx<'_>, event: &Envelope) -> Result<(), sqlx::Error> {
     let json = serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(
-        "INSERT INTO outbox (message_id, routing_key, envelope, created_at) VALUES ($1, $2, $3, $4)",
-    )
+    sqlx::query("INSERT INTO outbox (message_id, routing_key, envelope, created_at) VALUES ($1, $2, $3, $4)")
     .bind(&event.id)
     .bind(&event.event_type)
     .bind(json)
@@ -32,10 +30,27 @@ pub async fn enqueue(tx: &mut Tx<'_>, event: &Envelope) -> Result<(), sqlx::Erro
 /// Writes events in their own transaction (for ingress paths that change nothing else).
 pub async fn enqueue_all(db: &Db, events: &[Envelope]) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
-    for e in events {
-        enqueue(&mut tx, e).await?;
-    }
+    enqueue_many(&mut tx, events).await?;
     tx.commit().await
+}
+
+/// Writes many events inside the caller's transaction, a few statements for the lot.
+pub async fn enqueue_many(tx: &mut Tx<'_>, events: &[Envelope]) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    for chunk in events.chunks(100) {
+        let values = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${}, $1)", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("INSERT INTO outbox (message_id, routing_key, envelope, created_at) VALUES {values}");
+        let mut q = sqlx::query(&sql).bind(now);
+        for e in chunk {
+            let json = serde_json::to_string(e).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+            q = q.bind(e.id.clone()).bind(e.event_type.clone()).bind(json);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// How long claimed rows stay invisible to other relays (a crashed relay's rows come back).
