@@ -117,7 +117,7 @@ async fn hub_path(n: usize, cfg: Config) -> anyhow::Result<f64> {
     let sd = shutdown.clone();
     let consumers = tokio::spawn(async move { b.run(vec![Consumer::new(spec, Arc::new(Effect))], sd).await });
     let relay = Relay::new(db.clone(), bus.clone(), wake.clone(), Duration::from_millis(5), vec![1000]);
-    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    let relay_task = tokio::spawn(relay.run_workers(cfg.bus.relay_workers, shutdown.clone()));
     let pad = "x".repeat(PAYLOAD - 40);
     let t0 = chrono::Utc::now();
     let events: Vec<Envelope> = (0..n)
@@ -128,7 +128,12 @@ async fn hub_path(n: usize, cfg: Config) -> anyhow::Result<f64> {
         outbox::enqueue_all(&db, chunk).await?;
         wake.notify_one();
     }
+    let enqueued_after = start.elapsed();
+    let mut relayed_at = None;
     loop {
+        if relayed_at.is_none() && outbox::backlog(&db).await? == 0 {
+            relayed_at = Some(start.elapsed());
+        }
         let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bench_effects").fetch_one(&db.pool).await?;
         if done as usize >= n {
             break;
@@ -136,6 +141,14 @@ async fn hub_path(n: usize, cfg: Config) -> anyhow::Result<f64> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = start.elapsed().as_secs_f64();
+    if let Some(r) = relayed_at {
+        println!(
+            "    (outbox written after {:.2}s, fully relayed after {:.2}s, all applied after {:.2}s)",
+            enqueued_after.as_secs_f64(),
+            r.as_secs_f64(),
+            secs
+        );
+    }
     shutdown.cancel();
     consumers.await??;
     relay_task.await?;

@@ -87,6 +87,8 @@ pub struct BusSection {
     pub concurrency: usize,
     /// Most messages a consumer applies in one database transaction.
     pub batch_size: usize,
+    /// Outbox relay loops running side by side (their batches overlap the confirm waits).
+    pub relay_workers: usize,
     /// Handler attempts before a message is dead-lettered (also the queues' `x-delivery-limit`).
     pub delivery_limit: u32,
     /// Retry delays in milliseconds, one per attempt; the last repeats. Exponential by default.
@@ -161,6 +163,7 @@ impl Default for BusSection {
             prefetch: 256,
             concurrency: 4,
             batch_size: 64,
+            relay_workers: 4,
             delivery_limit: 6,
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000],
             poll_interval_ms: 250,
@@ -369,6 +372,7 @@ impl Config {
                 "prefetch": self.bus.prefetch,
                 "concurrency": self.bus.concurrency,
                 "batch_size": self.bus.batch_size,
+                "relay_workers": self.bus.relay_workers,
                 "delivery_limit": self.bus.delivery_limit,
                 "retry_delays_ms": self.bus.retry_delays_ms,
                 "poll_interval_ms": self.bus.poll_interval_ms,

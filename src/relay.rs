@@ -48,7 +48,7 @@ impl Relay {
         }
         let events: Vec<_> = rows.iter().map(|r| r.envelope.clone()).collect();
         let results = self.bus.publish(&events).await;
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.db.begin_relaxed().await?;
         let mut sent = Vec::with_capacity(rows.len());
         for (row, result) in rows.iter().zip(results) {
             match result {
@@ -66,8 +66,26 @@ impl Relay {
         Ok(sent.len())
     }
 
-    /// Publishes until shutdown; on shutdown it flushes what is pending once more, then returns.
+    /// Runs `workers` relay loops side by side (claims are disjoint, so batches overlap their
+    /// confirm waits) until shutdown.
+    pub async fn run_workers(self, workers: usize, shutdown: CancellationToken) {
+        let me = Arc::new(self);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..workers.max(1) {
+            let r = me.clone();
+            let sd = shutdown.clone();
+            set.spawn(async move { r.run_loop(sd).await });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    /// One relay loop until shutdown.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.run_loop(shutdown).await
+    }
+
+    /// Publishes until shutdown; on shutdown it flushes what is pending once more, then returns.
+    async fn run_loop(&self, shutdown: CancellationToken) {
         let mut last_gauge = std::time::Instant::now() - Duration::from_secs(60);
         loop {
             let published = match self.relay_once().await {

@@ -146,7 +146,7 @@ impl Hub {
             Duration::from_millis(self.cfg.bus.poll_interval_ms.max(1)),
             self.cfg.bus.retry_delays_ms.clone(),
         );
-        let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+        let relay_task = tokio::spawn(relay.run_workers(self.cfg.bus.relay_workers, relay_stop.clone()));
         let scheduler = Scheduler::new(self.db.clone(), &self.cfg.hub.instance, self.schedule_entries()?);
         let sched_task = tokio::spawn(scheduler.run(shutdown.clone()));
         let bus = self.bus.clone();

@@ -296,11 +296,7 @@ async fn same_message_twice_one_effect(kind: BusKind) {
     f.send(std::slice::from_ref(&marker)).await;
     eventually(WAIT, "marker applied", || async { f.effects(&marker.id).await == 1 }).await;
     eventually(WAIT, "both copies delivered", || async {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL")
-            .fetch_one(&f.db.pool)
-            .await
-            .unwrap()
-            == 3
+        outbox::backlog(&f.db).await.unwrap() == 0
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;

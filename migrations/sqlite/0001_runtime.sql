@@ -1,18 +1,23 @@
 -- Hub runtime: outbox, inbox, embedded bus queues, dead letters, scheduler ledger.
 -- Instants are milliseconds since the Unix epoch (UTC).
 
+-- The outbox keeps each event once, unchanged; what is still to publish is the small
+-- `outbox_pending` row beside it (updating it never rewrites the event).
 CREATE TABLE outbox (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id      TEXT    NOT NULL,
-    routing_key     TEXT    NOT NULL,
-    envelope        TEXT    NOT NULL,
-    created_at      BIGINT  NOT NULL,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id  TEXT   NOT NULL,
+    routing_key TEXT   NOT NULL,
+    envelope    TEXT   NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+CREATE INDEX outbox_created_at ON outbox (created_at);
+
+CREATE TABLE outbox_pending (
+    outbox_id       BIGINT  PRIMARY KEY,
     next_attempt_at BIGINT  NOT NULL DEFAULT 0,
     attempts        INTEGER NOT NULL DEFAULT 0,
-    last_error      TEXT,
-    sent_at         BIGINT
+    last_error      TEXT
 );
-CREATE INDEX outbox_pending ON outbox (next_attempt_at, id) WHERE sent_at IS NULL;
 
 CREATE TABLE inbox (
     consumer     TEXT   NOT NULL,

@@ -116,6 +116,18 @@ impl Db {
         self.pool.begin().await
     }
 
+    /// Starts a transaction whose commit need not wait for the disk (PostgreSQL
+    /// `synchronous_commit = off`; SQLite in WAL mode with `synchronous = NORMAL` behaves so
+    /// anyway). Only for bookkeeping whose loss in a crash is harmless, like the relay's
+    /// leases and sent marks: a lost mark only republishes a row, and the inbox drops it.
+    pub async fn begin_relaxed(&self) -> Result<Tx<'static>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        }
+        Ok(tx)
+    }
+
     /// `SELECT 1` — for `/readyz`.
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
