@@ -169,7 +169,8 @@ async fn hub_path(n: usize, cfg: Config) -> anyhow::Result<f64> {
 }
 
 fn bench_config(kind: BusKind, db_url: SecretString) -> Config {
-    let mut cfg = Config::default();
+    // Defaults plus DREHKREUZ_BUS__* overrides, so tunings can be compared.
+    let mut cfg = Config::load(None).unwrap_or_default();
     cfg.database.url = Some(db_url);
     cfg.database.max_connections = 24;
     cfg.bus.kind = Some(kind);
@@ -191,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
     }
     sqlx::any::install_default_drivers();
     let n: usize = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let defaults = Config::default();
+    let defaults = Config::load(None).unwrap_or_default();
     println!("bus_throughput: {n} messages of {PAYLOAD} B, prefetch {}, concurrency {}", defaults.bus.prefetch, defaults.bus.concurrency);
 
     let raw = raw_lapin(n, defaults.bus.prefetch).await?;
