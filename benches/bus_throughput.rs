@@ -28,10 +28,12 @@ use tokio_util::sync::CancellationToken;
 const PAYLOAD: usize = 1024;
 
 fn amqp_url() -> String {
-    std::env::var("DREHKREUZ_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("DREHKREUZ_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 fn pg_admin() -> String {
-    std::env::var("DREHKREUZ_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("DREHKREUZ_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 async fn raw_lapin(n: usize, prefetch: u16) -> anyhow::Result<f64> {
@@ -41,13 +43,28 @@ async fn raw_lapin(n: usize, prefetch: u16) -> anyhow::Result<f64> {
     let pch = pub_conn.create_channel().await?;
     let cch = con_conn.create_channel().await?;
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    pch.queue_declare(queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
-        .await?;
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    pch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await?;
     pch.confirm_select(ConfirmSelectOptions::default()).await?;
     cch.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let mut consumer = cch
-        .basic_consume(queue.as_str().into(), "bench".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let body = vec![b'x'; PAYLOAD];
     let start = Instant::now();
@@ -68,16 +85,24 @@ async fn raw_lapin(n: usize, prefetch: u16) -> anyhow::Result<f64> {
             .basic_publish(
                 "".into(),
                 queue.as_str().into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &body,
-                BasicProperties::default().with_delivery_mode(2).with_message_id(i.to_string().into()),
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(i.to_string().into()),
             )
             .await?;
         inflight.push(c);
         if inflight.len() == 256 {
             for c in inflight.drain(..) {
                 let conf = c.await?;
-                anyhow::ensure!(conf.is_ack() && conf.take_message().is_none(), "not confirmed");
+                anyhow::ensure!(
+                    conf.is_ack() && conf.take_message().is_none(),
+                    "not confirmed"
+                );
             }
         }
     }
@@ -86,7 +111,8 @@ async fn raw_lapin(n: usize, prefetch: u16) -> anyhow::Result<f64> {
     }
     consume.await?;
     let secs = start.elapsed().as_secs_f64();
-    pch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
+    pch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
     pub_conn.close(200, "done".into()).await.ok();
     con_conn.close(200, "done".into()).await.ok();
     Ok(n as f64 / secs)
@@ -107,7 +133,9 @@ impl Handler for Effect {
 
 async fn hub_path(n: usize, cfg: Config) -> anyhow::Result<f64> {
     let db = Db::open(&cfg.database_url(), cfg.database.max_connections).await?;
-    sqlx::query("CREATE TABLE bench_effects (message_id TEXT NOT NULL)").execute(&db.pool).await?;
+    sqlx::query("CREATE TABLE bench_effects (message_id TEXT NOT NULL)")
+        .execute(&db.pool)
+        .await?;
     let bus = drehkreuz::bus::from_config(&cfg, &db).await?;
     let spec = ConsumerSpec::new("bench", &["bench.#"]);
     bus.declare(std::slice::from_ref(&spec)).await?;
@@ -115,13 +143,30 @@ async fn hub_path(n: usize, cfg: Config) -> anyhow::Result<f64> {
     let wake = Arc::new(Notify::new());
     let b = bus.clone();
     let sd = shutdown.clone();
-    let consumers = tokio::spawn(async move { b.run(vec![Consumer::new(spec, Arc::new(Effect))], sd).await });
-    let relay = Relay::new(db.clone(), bus.clone(), wake.clone(), Duration::from_millis(5), vec![1000]);
+    let consumers =
+        tokio::spawn(async move { b.run(vec![Consumer::new(spec, Arc::new(Effect))], sd).await });
+    let relay = Relay::new(
+        db.clone(),
+        bus.clone(),
+        wake.clone(),
+        Duration::from_millis(5),
+        vec![1000],
+    );
     let relay_task = tokio::spawn(relay.run_workers(cfg.bus.relay_workers, shutdown.clone()));
     let pad = "x".repeat(PAYLOAD - 40);
     let t0 = chrono::Utc::now();
     let events: Vec<Envelope> = (0..n)
-        .map(|i| Envelope::new("/bench", "bench.created", &i.to_string(), "1", t0, &serde_json::json!({ "i": i, "pad": pad })).unwrap())
+        .map(|i| {
+            Envelope::new(
+                "/bench",
+                "bench.created",
+                &i.to_string(),
+                "1",
+                t0,
+                &serde_json::json!({ "i": i, "pad": pad }),
+            )
+            .unwrap()
+        })
         .collect();
     let start = Instant::now();
     for chunk in events.chunks(256) {
@@ -134,7 +179,9 @@ async fn hub_path(n: usize, cfg: Config) -> anyhow::Result<f64> {
         if relayed_at.is_none() && outbox::backlog(&db).await? == 0 {
             relayed_at = Some(start.elapsed());
         }
-        let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bench_effects").fetch_one(&db.pool).await?;
+        let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bench_effects")
+            .fetch_one(&db.pool)
+            .await?;
         if done as usize >= n {
             break;
         }
@@ -157,11 +204,27 @@ async fn hub_path(n: usize, cfg: Config) -> anyhow::Result<f64> {
         let conn = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
         let ch = conn.create_channel().await?;
         let names = drehkreuz::bus::topology::Names::new(&cfg.bus.prefix);
-        for q in [names.queue("bench"), names.dead_letter_queue("bench"), names.retry_queue("bench", 1000)] {
-            ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await.ok();
+        for q in [
+            names.queue("bench"),
+            names.dead_letter_queue("bench"),
+            names.retry_queue("bench", 1000),
+        ] {
+            ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .ok();
         }
-        ch.exchange_delete(names.exchange().as_str().into(), ExchangeDeleteOptions::default()).await.ok();
-        ch.exchange_delete(names.dead_letter_exchange().as_str().into(), ExchangeDeleteOptions::default()).await.ok();
+        ch.exchange_delete(
+            names.exchange().as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await
+        .ok();
+        ch.exchange_delete(
+            names.dead_letter_exchange().as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await
+        .ok();
         conn.close(200, "done".into()).await.ok();
     }
     db.pool.close().await;
@@ -191,27 +254,54 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     sqlx::any::install_default_drivers();
-    let n: usize = std::env::var("BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let n: usize = std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let defaults = Config::load(None).unwrap_or_default();
-    println!("bus_throughput: {n} messages of {PAYLOAD} B, prefetch {}, concurrency {}", defaults.bus.prefetch, defaults.bus.concurrency);
+    println!(
+        "bus_throughput: {n} messages of {PAYLOAD} B, prefetch {}, concurrency {}",
+        defaults.bus.prefetch, defaults.bus.concurrency
+    );
 
     let raw = raw_lapin(n, defaults.bus.prefetch).await?;
     println!("(a) raw lapin publish+confirm / consume+ack, quorum queue: {raw:>10.0} msg/s");
 
     let admin = sqlx::AnyPool::connect(&pg_admin()).await?;
     let name = format!("dk_bench_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
-    let base = pg_admin().rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or_default();
-    let hub = hub_path(n, bench_config(BusKind::Rabbitmq, SecretString::from(format!("{base}/{name}")))).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await?;
+    let base = pg_admin()
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap_or_default();
+    let hub = hub_path(
+        n,
+        bench_config(
+            BusKind::Rabbitmq,
+            SecretString::from(format!("{base}/{name}")),
+        ),
+    )
+    .await?;
     println!("(b) hub outbox → RabbitMQ → consumer → inbox+effect (PostgreSQL): {hub:>10.0} msg/s");
-    sqlx::query(&format!("DROP DATABASE {name}")).execute(&admin).await.ok();
+    sqlx::query(&format!("DROP DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .ok();
 
     let dir = tempfile::tempdir()?;
-    let url = SecretString::from(format!("sqlite://{}/bench.db?mode=rwc", dir.path().display()));
+    let url = SecretString::from(format!(
+        "sqlite://{}/bench.db?mode=rwc",
+        dir.path().display()
+    ));
     let embedded = hub_path(n, bench_config(BusKind::Embedded, url)).await?;
     println!("(c) embedded: outbox → queue table → consumer → inbox+effect (SQLite): {embedded:>10.0} msg/s");
 
     let ratio = hub / raw;
-    println!("ratio hub / raw = {ratio:.2} (target ≥ 0.70): {}", if ratio >= 0.7 { "MET" } else { "NOT MET" });
+    println!(
+        "ratio hub / raw = {ratio:.2} (target ≥ 0.70): {}",
+        if ratio >= 0.7 { "MET" } else { "NOT MET" }
+    );
     Ok(())
 }

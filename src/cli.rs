@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "drehkreuz", version, about = "Integration hub for IT service providers: helpdesk, warehouse and accounting over one message bus.")]
+#[command(
+    name = "drehkreuz",
+    version,
+    about = "Integration hub for IT service providers: helpdesk, warehouse and accounting over one message bus."
+)]
 pub struct Cli {
     /// Configuration file (TOML). Without it, embedded defaults plus DREHKREUZ_* variables apply.
     #[arg(long, global = true, env = "DREHKREUZ_CONFIG")]
@@ -81,7 +85,10 @@ pub fn main() -> ExitCode {
         }
     };
     crate::telemetry::init_logging(cfg.hub.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -133,7 +140,10 @@ async fn dlq(cmd: DlqCommand, cfg: Config) -> anyhow::Result<()> {
             } else if rows.is_empty() {
                 println!("no dead letters");
             } else {
-                println!("{:>6}  {:<20}  {:<24}  {:>3}  {:<20}  reason", "id", "consumer", "type", "try", "dead at");
+                println!(
+                    "{:>6}  {:<20}  {:<24}  {:>3}  {:<20}  reason",
+                    "id", "consumer", "type", "try", "dead at"
+                );
                 for r in rows {
                     println!(
                         "{:>6}  {:<20}  {:<24}  {:>3}  {:<20}  {}{}",
@@ -143,7 +153,11 @@ async fn dlq(cmd: DlqCommand, cfg: Config) -> anyhow::Result<()> {
                         r.attempts,
                         r.dead_at.format("%Y-%m-%d %H:%M:%S"),
                         r.reason,
-                        if r.replayed_at.is_some() { " (replayed)" } else { "" }
+                        if r.replayed_at.is_some() {
+                            " (replayed)"
+                        } else {
+                            ""
+                        }
                     );
                 }
             }
@@ -175,7 +189,10 @@ async fn dlq(cmd: DlqCommand, cfg: Config) -> anyhow::Result<()> {
                 }
                 bus.replay(&d).await?;
                 deadletter::mark_replayed(&db, d.id).await?;
-                println!("replayed dead letter {} ({} → {})", d.id, d.routing_key, d.consumer);
+                println!(
+                    "replayed dead letter {} ({} → {})",
+                    d.id, d.routing_key, d.consumer
+                );
             }
         }
     }

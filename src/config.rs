@@ -238,9 +238,7 @@ impl Config {
                 .try_parsing(true)
                 // the short aliases below are handled explicitly
                 .source(Some(
-                    std::env::vars()
-                        .filter(|(k, _)| k.contains("__"))
-                        .collect(),
+                    std::env::vars().filter(|(k, _)| k.contains("__")).collect(),
                 )),
         );
         for (var, key) in ENV_ALIASES {
@@ -294,12 +292,11 @@ impl Config {
         }
         if let Some(url) = &self.database.url {
             let u = url.expose_secret();
-            if !(u.starts_with("sqlite:") || u.starts_with("postgres:") || u.starts_with("postgresql:"))
+            if !(u.starts_with("sqlite:")
+                || u.starts_with("postgres:")
+                || u.starts_with("postgresql:"))
             {
-                return bad(
-                    "database.url",
-                    "expected a sqlite:… or postgres://… URL",
-                );
+                return bad("database.url", "expected a sqlite:… or postgres://… URL");
             }
         }
         if let Some(url) = &self.bus.amqp_url {
@@ -308,7 +305,10 @@ impl Config {
                 return bad("bus.amqp_url", "expected an amqp://… or amqps://… URL");
             }
         }
-        for (addr_key, addr) in [("http.listen", Some(&self.http.listen)), ("http.metrics_listen", self.http.metrics_listen.as_ref())] {
+        for (addr_key, addr) in [
+            ("http.listen", Some(&self.http.listen)),
+            ("http.metrics_listen", self.http.metrics_listen.as_ref()),
+        ] {
             if let Some(a) = addr {
                 if a.parse::<std::net::SocketAddr>().is_err() {
                     return bad(addr_key, "expected host:port, e.g. 127.0.0.1:8080");
@@ -380,7 +380,8 @@ impl Config {
             },
             "schedule": self.schedule,
         });
-        toml::to_string_pretty(&strip_nulls(value)).unwrap_or_else(|e| format!("# cannot render: {e}"))
+        toml::to_string_pretty(&strip_nulls(value))
+            .unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 }
 

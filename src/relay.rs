@@ -30,7 +30,13 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(db: Db, bus: Arc<dyn Bus>, wakeup: Arc<Notify>, poll: Duration, retry_delays_ms: Vec<u64>) -> Self {
+    pub fn new(
+        db: Db,
+        bus: Arc<dyn Bus>,
+        wakeup: Arc<Notify>,
+        poll: Duration,
+        retry_delays_ms: Vec<u64>,
+    ) -> Self {
         Self {
             db,
             bus,
@@ -57,7 +63,13 @@ impl Relay {
                     let attempts = row.attempts + 1;
                     let delay = retry_delay(&self.retry_delays_ms, attempts as u32);
                     tracing::warn!(outbox_id = row.id, event_type = %row.envelope.event_type, attempt = attempts, error = %e, "Publishing an outbox row failed; will retry.");
-                    outbox::mark_failed(&mut tx, row.id, now_ms() + delay.as_millis() as i64, &e.to_string()).await?;
+                    outbox::mark_failed(
+                        &mut tx,
+                        row.id,
+                        now_ms() + delay.as_millis() as i64,
+                        &e.to_string(),
+                    )
+                    .await?;
                 }
             }
         }

@@ -63,7 +63,9 @@ impl Hub {
         use backon::BackoffBuilder;
         let mut delays = backon::ExponentialBuilder::default()
             .with_jitter()
-            .with_max_delay(Duration::from_millis(self.cfg.bus.reconnect_max_delay_ms.max(100)))
+            .with_max_delay(Duration::from_millis(
+                self.cfg.bus.reconnect_max_delay_ms.max(100),
+            ))
             .with_max_times(12)
             .build();
         loop {
@@ -108,7 +110,11 @@ impl Hub {
             metrics,
         };
         let separate_metrics = self.cfg.http.metrics_listen.clone();
-        let app = http::router(state.clone(), separate_metrics.is_none(), self.cfg.http.body_limit_bytes);
+        let app = http::router(
+            state.clone(),
+            separate_metrics.is_none(),
+            self.cfg.http.body_limit_bytes,
+        );
         let listener = tokio::net::TcpListener::bind(&self.cfg.http.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", self.cfg.http.listen))?;
@@ -132,7 +138,9 @@ impl Hub {
                 let sd = shutdown.clone();
                 let r = http::metrics_router(state);
                 Some(tokio::spawn(async move {
-                    axum::serve(l, r).with_graceful_shutdown(sd.cancelled_owned()).await
+                    axum::serve(l, r)
+                        .with_graceful_shutdown(sd.cancelled_owned())
+                        .await
                 }))
             }
             None => None,
@@ -146,8 +154,13 @@ impl Hub {
             Duration::from_millis(self.cfg.bus.poll_interval_ms.max(1)),
             self.cfg.bus.retry_delays_ms.clone(),
         );
-        let relay_task = tokio::spawn(relay.run_workers(self.cfg.bus.relay_workers, relay_stop.clone()));
-        let scheduler = Scheduler::new(self.db.clone(), &self.cfg.hub.instance, self.schedule_entries()?);
+        let relay_task =
+            tokio::spawn(relay.run_workers(self.cfg.bus.relay_workers, relay_stop.clone()));
+        let scheduler = Scheduler::new(
+            self.db.clone(),
+            &self.cfg.hub.instance,
+            self.schedule_entries()?,
+        );
         let sched_task = tokio::spawn(scheduler.run(shutdown.clone()));
         let bus = self.bus.clone();
         let consumers = self.consumers.clone();
@@ -188,14 +201,15 @@ pub fn shutdown_on_signals() -> CancellationToken {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    t.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        t.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {},
                 _ = term.recv() => {},

@@ -28,14 +28,19 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(name: &str, cron_expr: &str, timezone: &str, job: Arc<dyn Job>) -> anyhow::Result<Self> {
+    pub fn new(
+        name: &str,
+        cron_expr: &str,
+        timezone: &str,
+        job: Arc<dyn Job>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             name: name.to_string(),
             schedule: cron::Schedule::from_str(cron_expr)
                 .map_err(|e| anyhow::anyhow!("schedule.{name}.cron: {e}"))?,
-            timezone: timezone
-                .parse()
-                .map_err(|_| anyhow::anyhow!("schedule.{name}.timezone: unknown time zone {timezone:?}"))?,
+            timezone: timezone.parse().map_err(|_| {
+                anyhow::anyhow!("schedule.{name}.timezone: unknown time zone {timezone:?}")
+            })?,
             job,
         })
     }
@@ -52,7 +57,10 @@ impl Entry {
     /// The next due time after `now`.
     pub fn next_due(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = now.with_timezone(&self.timezone);
-        self.schedule.after(&local).next().map(|d| d.with_timezone(&Utc))
+        self.schedule
+            .after(&local)
+            .next()
+            .map(|d| d.with_timezone(&Utc))
     }
 }
 
@@ -73,10 +81,16 @@ impl Scheduler {
     }
 
     /// Runs every job whose latest due time is claimed by this call; returns their names.
-    pub async fn tick(&self, now: DateTime<Utc>, registered: &[i64]) -> anyhow::Result<Vec<String>> {
+    pub async fn tick(
+        &self,
+        now: DateTime<Utc>,
+        registered: &[i64],
+    ) -> anyhow::Result<Vec<String>> {
         let mut ran = Vec::new();
         for (entry, since) in self.entries.iter().zip(registered) {
-            let Some(due) = entry.latest_due(now) else { continue };
+            let Some(due) = entry.latest_due(now) else {
+                continue;
+            };
             let due_ms = due.timestamp_millis();
             if due_ms < *since {
                 continue;
@@ -101,7 +115,13 @@ impl Scheduler {
         let mut registered = Vec::with_capacity(self.entries.len());
         for e in &self.entries {
             registered.push(
-                ledger::register(&self.db, &e.name, &e.schedule.to_string(), e.timezone.name()).await?,
+                ledger::register(
+                    &self.db,
+                    &e.name,
+                    &e.schedule.to_string(),
+                    e.timezone.name(),
+                )
+                .await?,
             );
         }
         loop {
@@ -137,7 +157,8 @@ pub struct Housekeeping {
 impl Job for Housekeeping {
     async fn run(&self, due: DateTime<Utc>) -> anyhow::Result<()> {
         let inbox_before = (due - chrono::Duration::days(self.keep_inbox_days)).timestamp_millis();
-        let outbox_before = (due - chrono::Duration::days(self.keep_outbox_days)).timestamp_millis();
+        let outbox_before =
+            (due - chrono::Duration::days(self.keep_outbox_days)).timestamp_millis();
         let a = crate::store::inbox::prune(&self.db, inbox_before).await?;
         let b = crate::store::outbox::prune_sent(&self.db, outbox_before).await?;
         tracing::info!(inbox_pruned = a, outbox_pruned = b, "Housekeeping done.");
@@ -162,8 +183,14 @@ mod tests {
         let e = Entry::new("m", "0 0 6 1 * *", "Europe/Berlin", Arc::new(Nothing)).unwrap();
         // 2026-03-01 06:00 CET = 05:00 UTC; 2026-04-01 06:00 CEST = 04:00 UTC.
         let now: DateTime<Utc> = "2026-03-15T12:00:00Z".parse().unwrap();
-        assert_eq!(e.latest_due(now).unwrap().to_rfc3339(), "2026-03-01T05:00:00+00:00");
-        assert_eq!(e.next_due(now).unwrap().to_rfc3339(), "2026-04-01T04:00:00+00:00");
+        assert_eq!(
+            e.latest_due(now).unwrap().to_rfc3339(),
+            "2026-03-01T05:00:00+00:00"
+        );
+        assert_eq!(
+            e.next_due(now).unwrap().to_rfc3339(),
+            "2026-04-01T04:00:00+00:00"
+        );
         // Exactly at the due time it is due.
         let at: DateTime<Utc> = "2026-04-01T04:00:00Z".parse().unwrap();
         assert_eq!(e.latest_due(at).unwrap(), at);

@@ -14,7 +14,9 @@ pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("DREHKREUZ_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -36,16 +38,32 @@ pub fn prometheus() -> PrometheusHandle {
 }
 
 fn describe() {
-    metrics::describe_counter!("drehkreuz_bus_published_total", "Events published and confirmed, by routing key.");
-    metrics::describe_counter!("drehkreuz_bus_consumed_total", "Deliveries handed to a consumer, by queue.");
-    metrics::describe_counter!("drehkreuz_bus_retried_total", "Deliveries scheduled for a retry, by queue.");
-    metrics::describe_counter!("drehkreuz_bus_dead_lettered_total", "Deliveries dead-lettered, by queue.");
+    metrics::describe_counter!(
+        "drehkreuz_bus_published_total",
+        "Events published and confirmed, by routing key."
+    );
+    metrics::describe_counter!(
+        "drehkreuz_bus_consumed_total",
+        "Deliveries handed to a consumer, by queue."
+    );
+    metrics::describe_counter!(
+        "drehkreuz_bus_retried_total",
+        "Deliveries scheduled for a retry, by queue."
+    );
+    metrics::describe_counter!(
+        "drehkreuz_bus_dead_lettered_total",
+        "Deliveries dead-lettered, by queue."
+    );
     metrics::describe_gauge!("drehkreuz_outbox_backlog", "Outbox rows not yet published.");
-    metrics::describe_counter!("drehkreuz_bus_reconnects_total", "Broker connections rebuilt after a loss.");
+    metrics::describe_counter!(
+        "drehkreuz_bus_reconnects_total",
+        "Broker connections rebuilt after a loss."
+    );
 }
 
 pub fn published(routing_key: &str) {
-    metrics::counter!("drehkreuz_bus_published_total", "routing_key" => routing_key.to_string()).increment(1);
+    metrics::counter!("drehkreuz_bus_published_total", "routing_key" => routing_key.to_string())
+        .increment(1);
 }
 pub fn consumed(queue: &str) {
     metrics::counter!("drehkreuz_bus_consumed_total", "queue" => queue.to_string()).increment(1);
@@ -54,11 +72,13 @@ pub fn retried(queue: &str) {
     metrics::counter!("drehkreuz_bus_retried_total", "queue" => queue.to_string()).increment(1);
 }
 pub fn dead_lettered(queue: &str) {
-    metrics::counter!("drehkreuz_bus_dead_lettered_total", "queue" => queue.to_string()).increment(1);
+    metrics::counter!("drehkreuz_bus_dead_lettered_total", "queue" => queue.to_string())
+        .increment(1);
 }
 pub fn outbox_backlog(rows: i64) {
     metrics::gauge!("drehkreuz_outbox_backlog").set(rows as f64);
 }
 pub fn reconnected(connection: &str) {
-    metrics::counter!("drehkreuz_bus_reconnects_total", "connection" => connection.to_string()).increment(1);
+    metrics::counter!("drehkreuz_bus_reconnects_total", "connection" => connection.to_string())
+        .increment(1);
 }

@@ -27,14 +27,19 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(b: impl Fn(&Envelope, usize) -> Result<(), HandlerError> + Send + Sync + 'static) -> Arc<Self> {
+    fn new(
+        b: impl Fn(&Envelope, usize) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> Arc<Self> {
         Arc::new(Self {
             behaviour: Box::new(b),
             attempts: Mutex::new(HashMap::new()),
             work: Duration::ZERO,
         })
     }
-    fn slow(b: impl Fn(&Envelope, usize) -> Result<(), HandlerError> + Send + Sync + 'static, work: Duration) -> Arc<Self> {
+    fn slow(
+        b: impl Fn(&Envelope, usize) -> Result<(), HandlerError> + Send + Sync + 'static,
+        work: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             behaviour: Box::new(b),
             attempts: Mutex::new(HashMap::new()),
@@ -42,7 +47,12 @@ impl Recorder {
         })
     }
     fn attempts_of(&self, id: &str) -> Vec<Instant> {
-        self.attempts.lock().unwrap().get(id).cloned().unwrap_or_default()
+        self.attempts
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -143,7 +153,8 @@ impl Fixture {
             Duration::from_millis(20),
             self.cfg.bus.retry_delays_ms.clone(),
         );
-        self.tasks.push(tokio::spawn(relay.run(self.shutdown.clone())));
+        self.tasks
+            .push(tokio::spawn(relay.run(self.shutdown.clone())));
     }
 
     async fn send(&self, events: &[Envelope]) {
@@ -159,17 +170,25 @@ impl Fixture {
     }
 
     async fn total_effects(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM test_effects").fetch_one(&self.db.pool).await.unwrap()
+        sqlx::query_scalar("SELECT COUNT(*) FROM test_effects")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
     }
 
     async fn dead(&self, consumer: &str) -> Vec<deadletter::DeadLetter> {
-        deadletter::list(&self.db, Some(consumer), true, 1000).await.unwrap()
+        deadletter::list(&self.db, Some(consumer), true, 1000)
+            .await
+            .unwrap()
     }
 
     async fn stop(mut self) {
         self.shutdown.cancel();
         for t in self.tasks.drain(..) {
-            tokio::time::timeout(Duration::from_secs(30), t).await.expect("graceful stop").unwrap();
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("graceful stop")
+                .unwrap();
         }
         let names: Vec<&str> = self.consumers.iter().map(|s| s.as_str()).collect();
         cleanup_rabbit(&self.cfg, &names).await;
@@ -179,12 +198,17 @@ impl Fixture {
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn publish_consume_ack(kind: BusKind) {
-    let Some(mut f) = fixture(kind, |_| {}).await else { return };
+    let Some(mut f) = fixture(kind, |_| {}).await else {
+        return;
+    };
     let rec = Recorder::new(|_, _| Ok(()));
     f.start(vec![("worker", rec.clone())]).await;
     let events: Vec<_> = (0..20).map(|n| event(n, "test.created")).collect();
     f.send(&events).await;
-    eventually(WAIT, "20 effects", || async { f.total_effects().await == 20 }).await;
+    eventually(WAIT, "20 effects", || async {
+        f.total_effects().await == 20
+    })
+    .await;
     for e in &events {
         assert_eq!(f.effects(&e.id).await, 1, "each message applied once");
     }
@@ -193,23 +217,34 @@ async fn publish_consume_ack(kind: BusKind) {
     match kind {
         BusKind::Embedded => {
             eventually(WAIT, "embedded queue empty", || async {
-                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM bus_queue").fetch_one(&f.db.pool).await.unwrap() == 0
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM bus_queue")
+                    .fetch_one(&f.db.pool)
+                    .await
+                    .unwrap()
+                    == 0
             })
             .await
         }
         BusKind::Rabbitmq => {
             let q = drehkreuz::bus::topology::Names::new(&f.cfg.bus.prefix).queue("worker");
-            eventually(WAIT, "rabbit queue empty", || async { rabbit_queue_depth(&q).await == 0 }).await;
+            eventually(WAIT, "rabbit queue empty", || async {
+                rabbit_queue_depth(&q).await == 0
+            })
+            .await;
         }
     }
     f.stop().await;
 }
 
 async fn transient_failure_retried_with_growing_delay(kind: BusKind) {
-    let Some(mut f) = fixture(kind, |c| c.bus.delivery_limit = 5).await else { return };
+    let Some(mut f) = fixture(kind, |c| c.bus.delivery_limit = 5).await else {
+        return;
+    };
     let rec = Recorder::new(|_, attempt| {
         if attempt <= 3 {
-            Err(HandlerError::Transient(format!("peer down (attempt {attempt})")))
+            Err(HandlerError::Transient(format!(
+                "peer down (attempt {attempt})"
+            )))
         } else {
             Ok(())
         }
@@ -217,24 +252,46 @@ async fn transient_failure_retried_with_growing_delay(kind: BusKind) {
     f.start(vec![("worker", rec.clone())]).await;
     let e = event(1, "test.created");
     f.send(std::slice::from_ref(&e)).await;
-    eventually(WAIT, "effect after retries", || async { f.effects(&e.id).await == 1 }).await;
+    eventually(WAIT, "effect after retries", || async {
+        f.effects(&e.id).await == 1
+    })
+    .await;
     let at = rec.attempts_of(&e.id);
     assert_eq!(at.len(), 4, "three failures, then success");
     let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
     // Configured tiers: 200, 400, 800 ms.
-    assert!(gaps[0] >= Duration::from_millis(190), "first retry waited {:?}", gaps[0]);
-    assert!(gaps[1] >= Duration::from_millis(390), "second retry waited {:?}", gaps[1]);
-    assert!(gaps[2] >= Duration::from_millis(790), "third retry waited {:?}", gaps[2]);
-    assert!(gaps[0] < gaps[1] && gaps[1] < gaps[2], "delays grow: {gaps:?}");
+    assert!(
+        gaps[0] >= Duration::from_millis(190),
+        "first retry waited {:?}",
+        gaps[0]
+    );
+    assert!(
+        gaps[1] >= Duration::from_millis(390),
+        "second retry waited {:?}",
+        gaps[1]
+    );
+    assert!(
+        gaps[2] >= Duration::from_millis(790),
+        "third retry waited {:?}",
+        gaps[2]
+    );
+    assert!(
+        gaps[0] < gaps[1] && gaps[1] < gaps[2],
+        "delays grow: {gaps:?}"
+    );
     assert!(f.dead("worker").await.is_empty());
     f.stop().await;
 }
 
 async fn permanent_failure_goes_to_dlq_with_reason(kind: BusKind) {
-    let Some(mut f) = fixture(kind, |_| {}).await else { return };
+    let Some(mut f) = fixture(kind, |_| {}).await else {
+        return;
+    };
     let rec = Recorder::new(|e, _| {
         if e.subject.as_deref() == Some("rec-666") {
-            Err(HandlerError::Permanent("customer `C-404` is unknown".into()))
+            Err(HandlerError::Permanent(
+                "customer `C-404` is unknown".into(),
+            ))
         } else {
             Ok(())
         }
@@ -243,15 +300,25 @@ async fn permanent_failure_goes_to_dlq_with_reason(kind: BusKind) {
     let bad = event(666, "test.created");
     let good = event(1, "test.created");
     f.send(&[bad.clone(), good.clone()]).await;
-    eventually(WAIT, "dead letter recorded", || async { !f.dead("worker").await.is_empty() }).await;
-    eventually(WAIT, "the rest keeps flowing", || async { f.effects(&good.id).await == 1 }).await;
+    eventually(WAIT, "dead letter recorded", || async {
+        !f.dead("worker").await.is_empty()
+    })
+    .await;
+    eventually(WAIT, "the rest keeps flowing", || async {
+        f.effects(&good.id).await == 1
+    })
+    .await;
     let dead = f.dead("worker").await;
     assert_eq!(dead.len(), 1);
     let d = &dead[0];
     assert_eq!(d.message_id, bad.id);
     assert_eq!(d.consumer, "worker");
     assert_eq!(d.routing_key, "test.created");
-    assert!(d.reason.contains("customer `C-404` is unknown"), "reason: {}", d.reason);
+    assert!(
+        d.reason.contains("customer `C-404` is unknown"),
+        "reason: {}",
+        d.reason
+    );
     assert_eq!(d.attempts, 1, "permanent errors are not retried");
     assert!(d.first_failure_at.is_some());
     assert_eq!(d.envelope.data, bad.data, "the message is kept whole");
@@ -273,19 +340,36 @@ async fn delivery_limit_sends_to_dlq(kind: BusKind) {
     f.start(vec![("worker", rec.clone())]).await;
     let e = event(7, "test.updated");
     f.send(std::slice::from_ref(&e)).await;
-    eventually(WAIT, "dead letter after the limit", || async { !f.dead("worker").await.is_empty() }).await;
+    eventually(WAIT, "dead letter after the limit", || async {
+        !f.dead("worker").await.is_empty()
+    })
+    .await;
     let d = &f.dead("worker").await[0];
     assert_eq!(d.attempts, 3);
-    assert!(d.reason.contains("delivery limit reached after 3 attempts"), "reason: {}", d.reason);
-    assert!(d.reason.contains("still down (3)"), "last error kept: {}", d.reason);
+    assert!(
+        d.reason.contains("delivery limit reached after 3 attempts"),
+        "reason: {}",
+        d.reason
+    );
+    assert!(
+        d.reason.contains("still down (3)"),
+        "last error kept: {}",
+        d.reason
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rec.attempts_of(&e.id).len(), 3, "no attempt beyond the limit");
+    assert_eq!(
+        rec.attempts_of(&e.id).len(),
+        3,
+        "no attempt beyond the limit"
+    );
     assert_eq!(f.effects(&e.id).await, 0);
     f.stop().await;
 }
 
 async fn same_message_twice_one_effect(kind: BusKind) {
-    let Some(mut f) = fixture(kind, |c| c.bus.concurrency = 1).await else { return };
+    let Some(mut f) = fixture(kind, |c| c.bus.concurrency = 1).await else {
+        return;
+    };
     let rec = Recorder::new(|_, _| Ok(()));
     f.start(vec![("worker", rec.clone())]).await;
     let e = event(5, "test.created");
@@ -294,21 +378,33 @@ async fn same_message_twice_one_effect(kind: BusKind) {
     f.send(std::slice::from_ref(&e)).await;
     f.send(std::slice::from_ref(&e)).await;
     f.send(std::slice::from_ref(&marker)).await;
-    eventually(WAIT, "marker applied", || async { f.effects(&marker.id).await == 1 }).await;
+    eventually(WAIT, "marker applied", || async {
+        f.effects(&marker.id).await == 1
+    })
+    .await;
     eventually(WAIT, "both copies delivered", || async {
         outbox::backlog(&f.db).await.unwrap() == 0
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(f.effects(&e.id).await, 1, "one effect for two deliveries");
-    assert_eq!(rec.attempts_of(&e.id).len(), 1, "the duplicate never reached the handler");
+    assert_eq!(
+        rec.attempts_of(&e.id).len(),
+        1,
+        "the duplicate never reached the handler"
+    );
     f.stop().await;
 }
 
 async fn outbox_rows_survive_restart(kind: BusKind) {
-    let Some(f) = fixture(kind, |_| {}).await else { return };
+    let Some(f) = fixture(kind, |_| {}).await else {
+        return;
+    };
     // Declare the consumer so the events are routable, but run nothing yet.
-    f.bus.declare(&[ConsumerSpec::new("worker", &["test.#"])]).await.unwrap();
+    f.bus
+        .declare(&[ConsumerSpec::new("worker", &["test.#"])])
+        .await
+        .unwrap();
     let events: Vec<_> = (0..10).map(|n| event(n, "test.created")).collect();
     f.send(&events).await;
     // "Crash": the process goes away before the relay ran.
@@ -332,15 +428,26 @@ async fn outbox_rows_survive_restart(kind: BusKind) {
     };
     let rec = Recorder::new(|_, _| Ok(()));
     f2.start(vec![("worker", rec.clone())]).await;
-    eventually(WAIT, "all 10 applied after restart", || async { f2.total_effects().await == 10 }).await;
+    eventually(WAIT, "all 10 applied after restart", || async {
+        f2.total_effects().await == 10
+    })
+    .await;
     assert_eq!(outbox::backlog(&f2.db).await.unwrap(), 0);
     f2.stop().await;
 }
 
 async fn unroutable_event_is_a_failure(kind: BusKind) {
-    let Some(f) = fixture(kind, |_| {}).await else { return };
-    f.bus.declare(&[ConsumerSpec::new("worker", &["test.#"])]).await.unwrap();
-    let r = f.bus.publish(&[event(1, "nobody.listens"), event(2, "test.created")]).await;
+    let Some(f) = fixture(kind, |_| {}).await else {
+        return;
+    };
+    f.bus
+        .declare(&[ConsumerSpec::new("worker", &["test.#"])])
+        .await
+        .unwrap();
+    let r = f
+        .bus
+        .publish(&[event(1, "nobody.listens"), event(2, "test.created")])
+        .await;
     assert!(
         matches!(&r[0], Err(drehkreuz::bus::PublishError::Unroutable(k)) if k == "nobody.listens"),
         "{r:?}"
@@ -350,7 +457,9 @@ async fn unroutable_event_is_a_failure(kind: BusKind) {
 }
 
 async fn replay_dead_letter(kind: BusKind) {
-    let Some(mut f) = fixture(kind, |_| {}).await else { return };
+    let Some(mut f) = fixture(kind, |_| {}).await else {
+        return;
+    };
     let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let fx = fixed.clone();
     let rec = Recorder::new(move |_, _| {
@@ -360,20 +469,36 @@ async fn replay_dead_letter(kind: BusKind) {
             Err(HandlerError::Permanent("rate card missing".into()))
         }
     });
-    f.start(vec![("worker", rec.clone()), ("bystander", Recorder::new(|_, _| Ok(())))]).await;
+    f.start(vec![
+        ("worker", rec.clone()),
+        ("bystander", Recorder::new(|_, _| Ok(()))),
+    ])
+    .await;
     let e = event(9, "test.created");
     f.send(std::slice::from_ref(&e)).await;
-    eventually(WAIT, "dead letter", || async { f.dead("worker").await.len() == 1 }).await;
-    eventually(WAIT, "bystander applied", || async { f.effects(&e.id).await == 1 }).await;
+    eventually(WAIT, "dead letter", || async {
+        f.dead("worker").await.len() == 1
+    })
+    .await;
+    eventually(WAIT, "bystander applied", || async {
+        f.effects(&e.id).await == 1
+    })
+    .await;
     fixed.store(true, std::sync::atomic::Ordering::SeqCst);
     let d = f.dead("worker").await.remove(0);
     f.bus.replay(&d).await.unwrap();
     deadletter::mark_replayed(&f.db, d.id).await.unwrap();
     // Applied by `worker`; the bystander (same routing key) does not see the replay.
-    eventually(WAIT, "replayed message applied", || async { f.effects(&e.id).await == 2 }).await;
+    eventually(WAIT, "replayed message applied", || async {
+        f.effects(&e.id).await == 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(f.effects(&e.id).await, 2);
-    assert!(deadletter::list(&f.db, Some("worker"), false, 10).await.unwrap().is_empty());
+    assert!(deadletter::list(&f.db, Some("worker"), false, 10)
+        .await
+        .unwrap()
+        .is_empty());
     f.stop().await;
 }
 
@@ -424,21 +549,35 @@ conformance!(rabbitmq, BusKind::Rabbitmq);
 /// connections and nothing is lost or applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_connection_closed_mid_stream_recovers() {
-    let Some(mut f) = fixture(BusKind::Rabbitmq, |c| c.bus.concurrency = 4).await else { return };
+    let Some(mut f) = fixture(BusKind::Rabbitmq, |c| c.bus.concurrency = 4).await else {
+        return;
+    };
     let rec = Recorder::slow(|_, _| Ok(()), Duration::from_millis(5));
     f.start(vec![("worker", rec.clone())]).await;
     let events: Vec<_> = (0..400).map(|n| event(n, "test.created")).collect();
     f.send(&events[..200]).await;
-    eventually(WAIT, "work under way", || async { f.total_effects().await >= 20 }).await;
+    eventually(WAIT, "work under way", || async {
+        f.total_effects().await >= 20
+    })
+    .await;
     let out = std::process::Command::new("rabbitmqctl")
-        .args(["close_all_connections", "drehkreuz conformance test: forced close"])
+        .args([
+            "close_all_connections",
+            "drehkreuz conformance test: forced close",
+        ])
         .output()
         .expect("rabbitmqctl runs");
-    assert!(out.status.success(), "rabbitmqctl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rabbitmqctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     f.send(&events[200..]).await;
-    eventually(Duration::from_secs(60), "all 400 applied after reconnect", || async {
-        f.total_effects().await >= 400
-    })
+    eventually(
+        Duration::from_secs(60),
+        "all 400 applied after reconnect",
+        || async { f.total_effects().await >= 400 },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let dupes: i64 = sqlx::query_scalar(

@@ -24,17 +24,33 @@ fn config_check_prints_effective_config_with_secrets_redacted() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!stdout.contains("s3cr3t-pw") && !stdout.contains("db-pw-123"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("s3cr3t-pw") && !stdout.contains("db-pw-123"),
+        "{stdout}"
+    );
     assert!(stdout.contains("amqp_url = \"***\""), "{stdout}");
-    assert!(stdout.contains("kind = \"rabbitmq\""), "AMQP URL selects RabbitMQ: {stdout}");
-    assert!(stdout.contains("prefetch = 100"), "nested env override applied: {stdout}");
+    assert!(
+        stdout.contains("kind = \"rabbitmq\""),
+        "AMQP URL selects RabbitMQ: {stdout}"
+    );
+    assert!(
+        stdout.contains("prefetch = 100"),
+        "nested env override applied: {stdout}"
+    );
 }
 
 #[test]
 fn config_check_defaults_to_embedded() {
     let dir = tempfile::tempdir().unwrap();
-    let out = drehkreuz(dir.path()).args(["config", "check"]).output().unwrap();
+    let out = drehkreuz(dir.path())
+        .args(["config", "check"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(stdout.contains("kind = \"embedded\""), "{stdout}");
@@ -47,8 +63,14 @@ fn invalid_config_file_fails_with_the_key_named() {
     let cases = [
         ("[bus]\nprefetchh = 3\n", "prefetchh"),
         ("[bus]\ndelivery_limit = 0\n", "bus.delivery_limit"),
-        ("[schedule.housekeeping]\ncron = \"every day\"\n", "schedule.housekeeping.cron"),
-        ("[schedule.housekeeping]\ncron = \"0 0 3 * * *\"\ntimezone = \"Mars/Olympus\"\n", "schedule.housekeeping.timezone"),
+        (
+            "[schedule.housekeeping]\ncron = \"every day\"\n",
+            "schedule.housekeeping.cron",
+        ),
+        (
+            "[schedule.housekeeping]\ncron = \"0 0 3 * * *\"\ntimezone = \"Mars/Olympus\"\n",
+            "schedule.housekeeping.timezone",
+        ),
         ("[bus]\nkind = \"rabbitmq\"\n", "bus.amqp_url"),
         ("[http]\nlisten = \"everywhere\"\n", "http.listen"),
         ("[bus\n", "drehkreuz.toml"),
@@ -62,7 +84,10 @@ fn invalid_config_file_fails_with_the_key_named() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{toml} must be rejected");
-        assert!(stderr.contains(expected), "error for {toml:?} should name {expected}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "error for {toml:?} should name {expected}: {stderr}"
+        );
     }
     let out = drehkreuz(dir.path())
         .args(["--config", "/nonexistent/x.toml", "config", "check"])
@@ -76,19 +101,39 @@ fn invalid_config_file_fails_with_the_key_named() {
 fn migrate_creates_the_embedded_database() {
     let dir = tempfile::tempdir().unwrap();
     let out = drehkreuz(dir.path()).arg("migrate").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(dir.path().join("drehkreuz.db").exists());
     // Idempotent.
-    assert!(drehkreuz(dir.path()).arg("migrate").output().unwrap().status.success());
+    assert!(drehkreuz(dir.path())
+        .arg("migrate")
+        .output()
+        .unwrap()
+        .status
+        .success());
 }
 
 #[tokio::test]
 async fn dlq_list_show_replay() {
     use drehkreuz::store::{deadletter, Db};
     let dir = tempfile::tempdir().unwrap();
-    let url = secrecy::SecretString::from(format!("sqlite://{}/drehkreuz.db?mode=rwc", dir.path().display()));
+    let url = secrecy::SecretString::from(format!(
+        "sqlite://{}/drehkreuz.db?mode=rwc",
+        dir.path().display()
+    ));
     let db = Db::open(&url, 2).await.unwrap();
-    let env = canonical::Envelope::new("/t", "time_entry.created", "7", "1", chrono::Utc::now(), &serde_json::json!({"minutes": 15})).unwrap();
+    let env = canonical::Envelope::new(
+        "/t",
+        "time_entry.created",
+        "7",
+        "1",
+        chrono::Utc::now(),
+        &serde_json::json!({"minutes": 15}),
+    )
+    .unwrap();
     let mut tx = db.begin().await.unwrap();
     let note = deadletter::DeathNote {
         consumer: "work-intake",
@@ -99,25 +144,51 @@ async fn dlq_list_show_replay() {
     deadletter::record(&mut tx, &note, &env).await.unwrap();
     tx.commit().await.unwrap();
 
-    let out = drehkreuz(dir.path()).args(["dlq", "list"]).output().unwrap();
+    let out = drehkreuz(dir.path())
+        .args(["dlq", "list"])
+        .output()
+        .unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(s.contains("work-intake") && s.contains("`reason` is required"), "{s}");
-    let out = drehkreuz(dir.path()).args(["dlq", "show", "1"]).output().unwrap();
+    assert!(
+        s.contains("work-intake") && s.contains("`reason` is required"),
+        "{s}"
+    );
+    let out = drehkreuz(dir.path())
+        .args(["dlq", "show", "1"])
+        .output()
+        .unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains(&env.id) && s.contains("\"minutes\": 15"), "{s}");
-    let out = drehkreuz(dir.path()).args(["dlq", "show", "99"]).output().unwrap();
+    let out = drehkreuz(dir.path())
+        .args(["dlq", "show", "99"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no dead letter with id 99"));
 
-    let out = drehkreuz(dir.path()).args(["dlq", "replay", "1"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bus_queue WHERE consumer = 'work-intake'")
-        .fetch_one(&db.pool)
-        .await
+    let out = drehkreuz(dir.path())
+        .args(["dlq", "replay", "1"])
+        .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let queued: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM bus_queue WHERE consumer = 'work-intake'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(queued, 1, "back in the consumer's queue");
-    let out = drehkreuz(dir.path()).args(["dlq", "list"]).output().unwrap();
+    let out = drehkreuz(dir.path())
+        .args(["dlq", "list"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("no dead letters"));
-    let out = drehkreuz(dir.path()).args(["dlq", "replay", "1"]).output().unwrap();
+    let out = drehkreuz(dir.path())
+        .args(["dlq", "replay", "1"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("already replayed"));
 }

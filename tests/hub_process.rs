@@ -8,10 +8,20 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-async fn start(dir: &std::path::Path) -> (String, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+async fn start(
+    dir: &std::path::Path,
+) -> (
+    String,
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
     let mut cfg = Config::default();
     cfg.hub.data_dir = dir.to_path_buf();
     let port = free_port();
@@ -41,13 +51,23 @@ async fn health_ready_metrics_and_graceful_stop() {
     assert_eq!(body["store"]["backend"], "sqlite");
     assert_eq!(body["bus"]["kind"], "embedded");
     assert_eq!(body["outbox_backlog"], 0);
-    let m = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let m = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("drehkreuz_outbox_backlog"), "{m}");
 
     token.cancel();
-    let res = tokio::time::timeout(Duration::from_secs(15), task).await.expect("stops in time");
+    let res = tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("stops in time");
     res.unwrap().unwrap();
-    assert!(reqwest::get(format!("{base}/healthz")).await.is_err(), "no longer listening");
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "no longer listening"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,13 +76,30 @@ async fn ingress_rejects_bad_events_with_a_problem_naming_the_field() {
     let (base, token, task) = start(dir.path()).await;
     let client = reqwest::Client::new();
     let cases = [
-        (serde_json::json!({"specversion": "1.0", "source": "/x", "type": "t.created", "data": {}}), "/id"),
-        (serde_json::json!({"specversion": "0.3", "id": "1", "source": "/x", "type": "t", "data": {}}), "/specversion"),
-        (serde_json::json!({"specversion": "1.0", "id": "1", "source": "/x", "type": "t", "time": "yesterday", "data": {}}), "/time"),
-        (serde_json::json!([{"specversion": "1.0", "id": "1", "source": "/x", "type": "t", "data": {}}, {"specversion": "1.0", "id": "2", "source": "/x", "data": {}}]), "/1/type"),
+        (
+            serde_json::json!({"specversion": "1.0", "source": "/x", "type": "t.created", "data": {}}),
+            "/id",
+        ),
+        (
+            serde_json::json!({"specversion": "0.3", "id": "1", "source": "/x", "type": "t", "data": {}}),
+            "/specversion",
+        ),
+        (
+            serde_json::json!({"specversion": "1.0", "id": "1", "source": "/x", "type": "t", "time": "yesterday", "data": {}}),
+            "/time",
+        ),
+        (
+            serde_json::json!([{"specversion": "1.0", "id": "1", "source": "/x", "type": "t", "data": {}}, {"specversion": "1.0", "id": "2", "source": "/x", "data": {}}]),
+            "/1/type",
+        ),
     ];
     for (body, field) in cases {
-        let r = client.post(format!("{base}/api/v1/events")).json(&body).send().await.unwrap();
+        let r = client
+            .post(format!("{base}/api/v1/events"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 422, "{body}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
         let p: serde_json::Value = r.json().await.unwrap();
@@ -78,7 +115,12 @@ async fn ingress_rejects_bad_events_with_a_problem_naming_the_field() {
         .unwrap();
     assert_eq!(r.status(), 400);
     // Nothing of the rejected batch was stored.
-    let r: serde_json::Value = reqwest::get(format!("{base}/readyz")).await.unwrap().json().await.unwrap();
+    let r: serde_json::Value = reqwest::get(format!("{base}/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["outbox_backlog"], 0);
     token.cancel();
     task.await.unwrap().unwrap();

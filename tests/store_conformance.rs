@@ -29,7 +29,9 @@ async fn outbox_lifecycle(db: Db) {
     tx.rollback().await.unwrap();
     assert_eq!(outbox::backlog(&db).await.unwrap(), 0);
 
-    outbox::enqueue_all(&db, &[ev(1), ev(2), ev(3)]).await.unwrap();
+    outbox::enqueue_all(&db, &[ev(1), ev(2), ev(3)])
+        .await
+        .unwrap();
     assert_eq!(outbox::backlog(&db).await.unwrap(), 3);
     let claimed = outbox::claim(&db, 2).await.unwrap();
     assert_eq!(claimed.len(), 2);
@@ -41,14 +43,23 @@ async fn outbox_lifecycle(db: Db) {
     assert_eq!(rest[0].envelope.subject.as_deref(), Some("3"));
 
     let mut tx = db.begin().await.unwrap();
-    outbox::mark_sent(&mut tx, &[claimed[0].id, claimed[1].id]).await.unwrap();
-    outbox::mark_failed(&mut tx, rest[0].id, now_ms() + 60_000, "broker down").await.unwrap();
+    outbox::mark_sent(&mut tx, &[claimed[0].id, claimed[1].id])
+        .await
+        .unwrap();
+    outbox::mark_failed(&mut tx, rest[0].id, now_ms() + 60_000, "broker down")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(outbox::backlog(&db).await.unwrap(), 1);
-    assert!(outbox::claim(&db, 10).await.unwrap().is_empty(), "failed row waits for its retry time");
+    assert!(
+        outbox::claim(&db, 10).await.unwrap().is_empty(),
+        "failed row waits for its retry time"
+    );
 
     let mut tx = db.begin().await.unwrap();
-    outbox::mark_failed(&mut tx, rest[0].id, 0, "broker down again").await.unwrap();
+    outbox::mark_failed(&mut tx, rest[0].id, 0, "broker down again")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let again = outbox::claim(&db, 10).await.unwrap();
     assert_eq!(again.len(), 1);
@@ -87,14 +98,23 @@ async fn inbox_dedupes_and_rolls_back(db: Db) {
     let mut tx = db.begin().await.unwrap();
     assert!(inbox::claim(&mut tx, "billing", "m1").await.unwrap());
     tx.rollback().await.unwrap();
-    assert!(!inbox::contains(&db, "billing", "m1").await.unwrap(), "rolled back with the effect");
+    assert!(
+        !inbox::contains(&db, "billing", "m1").await.unwrap(),
+        "rolled back with the effect"
+    );
 
     let mut tx = db.begin().await.unwrap();
     assert!(inbox::claim(&mut tx, "billing", "m1").await.unwrap());
     tx.commit().await.unwrap();
     let mut tx = db.begin().await.unwrap();
-    assert!(!inbox::claim(&mut tx, "billing", "m1").await.unwrap(), "duplicate");
-    assert!(inbox::claim(&mut tx, "export", "m1").await.unwrap(), "per consumer");
+    assert!(
+        !inbox::claim(&mut tx, "billing", "m1").await.unwrap(),
+        "duplicate"
+    );
+    assert!(
+        inbox::claim(&mut tx, "export", "m1").await.unwrap(),
+        "per consumer"
+    );
     tx.commit().await.unwrap();
     assert_eq!(inbox::prune(&db, now_ms() + 1).await.unwrap(), 2);
 }
@@ -115,31 +135,62 @@ async fn dead_letters_roundtrip(db: Db) {
     };
     deadletter::record(&mut tx, &note2, &e).await.unwrap();
     tx.commit().await.unwrap();
-    let list = deadletter::list(&db, Some("billing"), false, 10).await.unwrap();
+    let list = deadletter::list(&db, Some("billing"), false, 10)
+        .await
+        .unwrap();
     assert_eq!(list.len(), 1);
     let d = &list[0];
     assert_eq!(d.envelope, e);
     assert_eq!(d.reason, note.reason);
-    assert_eq!(d.first_failure_at.unwrap().timestamp_millis(), 1_700_000_000_000);
-    assert_eq!(deadletter::list(&db, None, false, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        d.first_failure_at.unwrap().timestamp_millis(),
+        1_700_000_000_000
+    );
+    assert_eq!(
+        deadletter::list(&db, None, false, 10).await.unwrap().len(),
+        2
+    );
     deadletter::mark_replayed(&db, d.id).await.unwrap();
-    assert!(deadletter::list(&db, Some("billing"), false, 10).await.unwrap().is_empty());
-    assert_eq!(deadletter::list(&db, Some("billing"), true, 10).await.unwrap().len(), 1);
-    assert!(deadletter::get(&db, d.id).await.unwrap().unwrap().replayed_at.is_some());
+    assert!(deadletter::list(&db, Some("billing"), false, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        deadletter::list(&db, Some("billing"), true, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(deadletter::get(&db, d.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .replayed_at
+        .is_some());
     assert!(deadletter::get(&db, 999_999).await.unwrap().is_none());
-    assert_eq!(deadletter::open_counts(&db).await.unwrap(), vec![("export".to_string(), 1)]);
+    assert_eq!(
+        deadletter::open_counts(&db).await.unwrap(),
+        vec![("export".to_string(), 1)]
+    );
 }
 
 async fn schedule_claims_once(db: Db) {
-    let first = schedule::register(&db, "monthly", "0 0 6 1 * *", "Europe/Berlin").await.unwrap();
+    let first = schedule::register(&db, "monthly", "0 0 6 1 * *", "Europe/Berlin")
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let again = schedule::register(&db, "monthly", "0 0 6 1 * *", "Europe/Berlin").await.unwrap();
+    let again = schedule::register(&db, "monthly", "0 0 6 1 * *", "Europe/Berlin")
+        .await
+        .unwrap();
     assert_eq!(first, again, "registration time is kept");
     let mut handles = vec![];
     for i in 0..5 {
         let db = db.clone();
         handles.push(tokio::spawn(async move {
-            schedule::claim(&db, "monthly", 1_000, &format!("p{i}")).await.unwrap()
+            schedule::claim(&db, "monthly", 1_000, &format!("p{i}"))
+                .await
+                .unwrap()
         }));
     }
     let mut wins = 0;
@@ -239,4 +290,9 @@ async fn sqlite_db() -> Option<(Db, Option<tempfile::TempDir>)> {
 }
 
 conformance!(sqlite, sqlite_db().await);
-conformance!(postgres, fresh_pg().await.map(|(db, _)| (db, None::<tempfile::TempDir>)));
+conformance!(
+    postgres,
+    fresh_pg()
+        .await
+        .map(|(db, _)| (db, None::<tempfile::TempDir>))
+);

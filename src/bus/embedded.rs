@@ -121,7 +121,11 @@ impl EmbeddedBus {
         if ids.is_empty() {
             return Ok(());
         }
-        let list = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let list = ids
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         sqlx::query(&format!("DELETE FROM bus_queue WHERE id IN ({list})"))
             .execute(&self.db.pool)
             .await?;
@@ -145,7 +149,13 @@ impl EmbeddedBus {
         Ok(())
     }
 
-    async fn dead_letter(&self, consumer: &str, m: &Leased, attempts: i64, reason: &str) -> Result<(), sqlx::Error> {
+    async fn dead_letter(
+        &self,
+        consumer: &str,
+        m: &Leased,
+        attempts: i64,
+        reason: &str,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.begin().await?;
         sqlx::query("DELETE FROM bus_queue WHERE id = $1")
             .bind(m.id)
@@ -162,7 +172,11 @@ impl EmbeddedBus {
     }
 
     /// Applies a leased batch in one transaction and settles every message.
-    async fn process_batch(&self, consumer: &Consumer, batch: Vec<Leased>) -> Result<(), sqlx::Error> {
+    async fn process_batch(
+        &self,
+        consumer: &Consumer,
+        batch: Vec<Leased>,
+    ) -> Result<(), sqlx::Error> {
         let name = consumer.spec.name.as_str();
         let limit = i64::from(self.settings.delivery_limit);
         let mut ready = Vec::with_capacity(batch.len());
@@ -189,7 +203,9 @@ impl EmbeddedBus {
                 Outcome::Retry(err) => {
                     let failures = m.failures + 1;
                     if failures >= limit {
-                        let reason = format!("delivery limit reached after {failures} attempts; last error: {err}");
+                        let reason = format!(
+                            "delivery limit reached after {failures} attempts; last error: {err}"
+                        );
                         tracing::warn!(consumer = name, message_id = %m.envelope.id, %reason, "Message dead-lettered.");
                         telemetry::dead_lettered(name);
                         self.dead_letter(name, m, failures, &reason).await?;
@@ -272,7 +288,9 @@ fn unreadable_envelope(text: &str, error: &str) -> Envelope {
         subject: None,
         time: chrono::Utc::now(),
         datacontenttype: "text/plain".into(),
-        extensions: [("error".to_string(), error.to_string())].into_iter().collect(),
+        extensions: [("error".to_string(), error.to_string())]
+            .into_iter()
+            .collect(),
         data: serde_json::Value::String(text.to_string()),
     }
 }
@@ -302,7 +320,8 @@ impl Bus for EmbeddedBus {
     }
 
     async fn publish(&self, events: &[Envelope]) -> Vec<Result<(), PublishError>> {
-        let unavailable = |e: sqlx::Error| vec![Err(PublishError::Unavailable(e.to_string())); events.len()];
+        let unavailable =
+            |e: sqlx::Error| vec![Err(PublishError::Unavailable(e.to_string())); events.len()];
         let bindings = match self.bindings().await {
             Ok(b) => b,
             Err(e) => return unavailable(e),
@@ -352,7 +371,10 @@ impl Bus for EmbeddedBus {
             }
             results.push(ok);
         }
-        if results.iter().any(|r| matches!(r, Err(PublishError::Unavailable(_)))) {
+        if results
+            .iter()
+            .any(|r| matches!(r, Err(PublishError::Unavailable(_))))
+        {
             let _ = tx.rollback().await;
             return results
                 .into_iter()
@@ -371,7 +393,11 @@ impl Bus for EmbeddedBus {
         results
     }
 
-    async fn run(&self, consumers: Vec<Consumer>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(
+        &self,
+        consumers: Vec<Consumer>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let me = Arc::new(EmbeddedBus {
             db: self.db.clone(),
             settings: self.settings.clone(),

@@ -131,7 +131,12 @@ pub async fn apply(db: &Db, consumer: &str, handler: &dyn Handler, event: &Envel
 /// rolled back, that message gets its failure outcome and the rest of the batch is applied
 /// again without it: a handler may therefore run more than once for a message whose batch was
 /// rolled back, which is why handlers keep every effect inside the transaction.
-pub async fn apply_batch(db: &Db, consumer: &str, handler: &dyn Handler, events: &[&Envelope]) -> Vec<Outcome> {
+pub async fn apply_batch(
+    db: &Db,
+    consumer: &str,
+    handler: &dyn Handler,
+    events: &[&Envelope],
+) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
     let mut pending: Vec<usize> = (0..events.len()).collect();
     while !pending.is_empty() {
@@ -171,7 +176,13 @@ enum BatchResult {
     Unavailable(String),
 }
 
-async fn try_batch(db: &Db, consumer: &str, handler: &dyn Handler, events: &[&Envelope], which: &[usize]) -> BatchResult {
+async fn try_batch(
+    db: &Db,
+    consumer: &str,
+    handler: &dyn Handler,
+    events: &[&Envelope],
+    which: &[usize],
+) -> BatchResult {
     let mut tx = match db.begin().await {
         Ok(tx) => tx,
         Err(e) => return BatchResult::Unavailable(format!("database: {e}")),
@@ -239,7 +250,11 @@ pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, events: &[Envelope]) -> Vec<Result<(), PublishError>>;
     /// Runs the consumers until `shutdown` is cancelled, then finishes in-flight work and
     /// returns. Unfinished work is never acknowledged.
-    async fn run(&self, consumers: Vec<Consumer>, shutdown: CancellationToken) -> anyhow::Result<()>;
+    async fn run(
+        &self,
+        consumers: Vec<Consumer>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()>;
     /// Re-injects a dead letter into its own consumer's queue (no other consumer sees it).
     async fn replay(&self, dead: &DeadLetter) -> anyhow::Result<()>;
     /// Connection state.
@@ -250,7 +265,13 @@ pub trait Bus: Send + Sync + 'static {
 pub async fn from_config(cfg: &crate::config::Config, db: &Db) -> anyhow::Result<Arc<dyn Bus>> {
     use crate::config::BusKind;
     Ok(match cfg.bus_kind() {
-        BusKind::Embedded => Arc::new(embedded::EmbeddedBus::new(db.clone(), embedded::Settings::from_config(cfg))),
-        BusKind::Rabbitmq => Arc::new(rabbitmq::RabbitBus::new(db.clone(), rabbitmq::Settings::from_config(cfg)?)),
+        BusKind::Embedded => Arc::new(embedded::EmbeddedBus::new(
+            db.clone(),
+            embedded::Settings::from_config(cfg),
+        )),
+        BusKind::Rabbitmq => Arc::new(rabbitmq::RabbitBus::new(
+            db.clone(),
+            rabbitmq::Settings::from_config(cfg)?,
+        )),
     })
 }

@@ -19,7 +19,10 @@
 //! `drehkreuz dlq` from one place.
 
 use super::topology::Names;
-use super::{apply, apply_batch, Bus, BusHealth, Consumer, ConsumerSpec, Handler, HandlerError, Outcome, PublishError};
+use super::{
+    apply, apply_batch, Bus, BusHealth, Consumer, ConsumerSpec, Handler, HandlerError, Outcome,
+    PublishError,
+};
 use crate::config::{retry_delay, Config};
 use crate::store::deadletter::{self, DeadLetter, DeathNote};
 use crate::store::{now_ms, Db, Tx};
@@ -30,12 +33,12 @@ use canonical::Envelope;
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -159,7 +162,10 @@ pub fn to_amqp(ev: &Envelope) -> (Vec<u8>, BasicProperties) {
     let mut h = FieldTable::default();
     h.insert(s("ce-specversion"), ls(canonical::envelope::SPEC_VERSION));
     h.insert(s("ce-source"), ls(&ev.source));
-    h.insert(s("ce-time"), ls(&ev.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+    h.insert(
+        s("ce-time"),
+        ls(&ev.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+    );
     if let Some(subject) = &ev.subject {
         h.insert(s("ce-subject"), ls(subject));
     }
@@ -205,7 +211,7 @@ pub fn from_amqp(props: &BasicProperties, body: &[u8]) -> Result<Envelope, Strin
     let data: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
     let mut extensions = std::collections::BTreeMap::new();
-    for (k, _) in headers.inner() {
+    for k in headers.inner().keys() {
         let k = k.as_str();
         if let Some(name) = k.strip_prefix("ce-") {
             if !matches!(name, "specversion" | "source" | "time" | "subject") {
@@ -254,9 +260,8 @@ impl RabbitBus {
     }
 
     async fn connect(&self, role: &str) -> anyhow::Result<Connection> {
-        let props = ConnectionProperties::default().with_connection_name(
-            format!("drehkreuz {} {role}", self.shared.s.instance).into(),
-        );
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("drehkreuz {} {role}", self.shared.s.instance).into());
         Connection::connect(self.shared.s.url.expose_secret(), props)
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to RabbitMQ: {e}"))
@@ -270,10 +275,20 @@ impl RabbitBus {
             ..Default::default()
         };
         channel
-            .exchange_declare(s(&n.exchange()), ExchangeKind::Topic, durable, FieldTable::default())
+            .exchange_declare(
+                s(&n.exchange()),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
             .await?;
         channel
-            .exchange_declare(s(&n.dead_letter_exchange()), ExchangeKind::Direct, durable, FieldTable::default())
+            .exchange_declare(
+                s(&n.dead_letter_exchange()),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
             .await?;
         let qopts = QueueDeclareOptions {
             durable: true,
@@ -304,7 +319,9 @@ impl RabbitBus {
             args.insert(s("x-dead-letter-routing-key"), ls(&spec.name));
             args.insert(s("x-dead-letter-strategy"), ls("at-least-once"));
             args.insert(s("x-overflow"), ls("reject-publish"));
-            channel.queue_declare(s(&n.queue(&spec.name)), qopts, args).await?;
+            channel
+                .queue_declare(s(&n.queue(&spec.name)), qopts, args)
+                .await?;
             for key in &spec.routing_keys {
                 channel
                     .queue_bind(
@@ -333,7 +350,11 @@ impl RabbitBus {
     }
 
     fn declared(&self) -> Vec<ConsumerSpec> {
-        self.shared.declared.lock().map(|d| d.clone()).unwrap_or_default()
+        self.shared
+            .declared
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
     }
 
     /// The publishing channel, (re)connecting and redeclaring the topology if it was lost.
@@ -350,7 +371,9 @@ impl RabbitBus {
         *guard = None;
         let conn = Arc::new(self.connect("publish").await?);
         let channel = conn.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         self.declare_on(&channel, &self.declared()).await?;
         *guard = Some(Link {
             conn,
@@ -409,7 +432,13 @@ impl RabbitBus {
     }
 
     /// Sends a delivery to its consumer's dead letters with the reason, then acks it.
-    async fn dead_letter_delivery(&self, consumer: &str, d: &Delivery, attempts: i64, reason: &str) {
+    async fn dead_letter_delivery(
+        &self,
+        consumer: &str,
+        d: &Delivery,
+        attempts: i64,
+        reason: &str,
+    ) {
         let mut headers = d.properties.headers().clone().unwrap_or_default();
         let first = header_i64(&headers, H_FIRST_FAILURE).unwrap_or_else(now_ms);
         headers.insert(s(H_REASON), ls(reason));
@@ -440,7 +469,11 @@ impl RabbitBus {
         }
         headers.insert(s(H_LAST_ERROR), ls(error));
         let delay = retry_delay(&self.shared.s.retry_delays_ms, failures as u32);
-        let queue = self.shared.s.names.retry_queue(consumer, delay.as_millis() as u64);
+        let queue = self
+            .shared
+            .s
+            .names
+            .retry_queue(consumer, delay.as_millis() as u64);
         let props = d.properties.clone().with_headers(headers);
         match self.publish_one("", &queue, &d.data, props).await {
             Ok(()) => {
@@ -463,10 +496,16 @@ impl RabbitBus {
             match from_amqp(&d.properties, &d.data) {
                 Ok(env) => ready.push((d, env)),
                 Err(reason) => {
-                    let failures = d.properties.headers().as_ref().and_then(|h| header_i64(h, H_ATTEMPT)).unwrap_or(0);
+                    let failures = d
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| header_i64(h, H_ATTEMPT))
+                        .unwrap_or(0);
                     let reason = format!("malformed message: {reason}");
                     tracing::warn!(consumer = name, %reason, "Message dead-lettered.");
-                    self.dead_letter_delivery(name, &d, failures + 1, &reason).await;
+                    self.dead_letter_delivery(name, &d, failures + 1, &reason)
+                        .await;
                 }
             }
         }
@@ -479,14 +518,21 @@ impl RabbitBus {
 
     /// Acks, schedules a retry or dead-letters one delivery according to its outcome.
     async fn settle(&self, name: &str, d: &Delivery, env: &Envelope, outcome: Outcome) {
-        let failures = d.properties.headers().as_ref().and_then(|h| header_i64(h, H_ATTEMPT)).unwrap_or(0);
+        let failures = d
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| header_i64(h, H_ATTEMPT))
+            .unwrap_or(0);
         let limit = i64::from(self.shared.s.delivery_limit);
         match outcome {
             Outcome::Applied | Outcome::Duplicate => ack(d).await,
             Outcome::Retry(err) => {
                 let failures = failures + 1;
                 if failures >= limit {
-                    let reason = format!("delivery limit reached after {failures} attempts; last error: {err}");
+                    let reason = format!(
+                        "delivery limit reached after {failures} attempts; last error: {err}"
+                    );
                     tracing::warn!(consumer = name, message_id = %env.id, %reason, "Message dead-lettered.");
                     self.dead_letter_delivery(name, d, failures, &reason).await;
                 } else {
@@ -496,7 +542,8 @@ impl RabbitBus {
             }
             Outcome::Dead(reason) => {
                 tracing::warn!(consumer = name, message_id = %env.id, %reason, "Message dead-lettered.");
-                self.dead_letter_delivery(name, d, failures + 1, &reason).await;
+                self.dead_letter_delivery(name, d, failures + 1, &reason)
+                    .await;
             }
         }
     }
@@ -516,7 +563,12 @@ impl RabbitBus {
             .await?;
         let tag = format!("{}-{}", self.shared.s.instance, uuid::Uuid::now_v7());
         let mut stream = channel
-            .basic_consume(s(queue), s(&tag), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                s(queue),
+                s(&tag),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         tracing::info!(queue, "Consuming.");
         let permits = Arc::new(Semaphore::new(self.shared.s.concurrency));
@@ -536,7 +588,11 @@ impl RabbitBus {
             let mut batch = match next {
                 Some(Ok(delivery)) => vec![delivery],
                 Some(Err(e)) => break Err(anyhow::anyhow!("consumer of {queue} failed: {e}")),
-                None => break Err(anyhow::anyhow!("consumer of {queue} ended (connection lost?)")),
+                None => {
+                    break Err(anyhow::anyhow!(
+                        "consumer of {queue} ended (connection lost?)"
+                    ))
+                }
             };
             // Take what is already prefetched, up to the batch size, without waiting.
             let mut ended = None;
@@ -549,7 +605,9 @@ impl RabbitBus {
                             break;
                         }
                         Some(None) => {
-                            ended = Some(anyhow::anyhow!("consumer of {queue} ended (connection lost?)"));
+                            ended = Some(anyhow::anyhow!(
+                                "consumer of {queue} ended (connection lost?)"
+                            ));
                             break;
                         }
                         None => break,
@@ -575,7 +633,9 @@ impl RabbitBus {
             }
         };
         if shutdown.is_cancelled() {
-            let _ = channel.basic_cancel(s(&tag), BasicCancelOptions::default()).await;
+            let _ = channel
+                .basic_cancel(s(&tag), BasicCancelOptions::default())
+                .await;
         }
         // Finish what is in flight; acks on a dead channel fail and the broker requeues.
         while tasks.join_next().await.is_some() {}
@@ -587,7 +647,13 @@ impl RabbitBus {
     }
 
     /// Runs `session` again and again until shutdown, with jittered exponential backoff.
-    async fn supervise(&self, consumer: Consumer, queue: String, role: Role, shutdown: CancellationToken) {
+    async fn supervise(
+        &self,
+        consumer: Consumer,
+        queue: String,
+        role: Role,
+        shutdown: CancellationToken,
+    ) {
         let backoff = || {
             backon::ExponentialBuilder::default()
                 .with_jitter()
@@ -637,7 +703,10 @@ impl Handler for DeadLetterRecorder {
             .get("dk-attempts")
             .and_then(|a| a.parse().ok())
             .unwrap_or(0);
-        let first_failure_at = event.extensions.get("dk-first-failure").and_then(|a| a.parse().ok());
+        let first_failure_at = event
+            .extensions
+            .get("dk-first-failure")
+            .and_then(|a| a.parse().ok());
         let mut original = event.clone();
         if let Some(id) = event.extensions.get("dk-message-id") {
             original.id = id.clone();
@@ -659,7 +728,9 @@ fn settle_confirm(c: lapin::Result<Confirmation>, routing_key: &str) -> Result<(
         Ok(Confirmation::Ack(None)) => Ok(()),
         Ok(Confirmation::Ack(Some(_))) => Err(PublishError::Unroutable(routing_key.to_string())),
         Ok(Confirmation::Nack(_)) => Err(PublishError::Nacked),
-        Ok(Confirmation::NotRequested) => Err(PublishError::Unavailable("confirms not enabled".into())),
+        Ok(Confirmation::NotRequested) => {
+            Err(PublishError::Unavailable("confirms not enabled".into()))
+        }
         Err(e) => Err(PublishError::Unavailable(e.to_string())),
     }
 }
@@ -703,9 +774,11 @@ fn dead_letter_envelope(d: &Delivery) -> Envelope {
     let attempts = header_i64(&headers, H_ATTEMPTS)
         .or_else(|| header_i64(&headers, "x-delivery-count"))
         .unwrap_or(0);
-    env.extensions.insert("dk-attempts".into(), attempts.to_string());
+    env.extensions
+        .insert("dk-attempts".into(), attempts.to_string());
     if let Some(f) = header_i64(&headers, H_FIRST_FAILURE) {
-        env.extensions.insert("dk-first-failure".into(), f.to_string());
+        env.extensions
+            .insert("dk-first-failure".into(), f.to_string());
     }
     env
 }
@@ -726,11 +799,23 @@ impl RabbitBus {
         let mut env = dead_letter_envelope(&d);
         let headers = d.properties.headers().clone().unwrap_or_default();
         let key = header_str(&headers, H_DEATH_ID).unwrap_or_else(|| {
-            format!("{}:{}", env.id, header_i64(&headers, "x-delivery-count").unwrap_or(0))
+            format!(
+                "{}:{}",
+                env.id,
+                header_i64(&headers, "x-delivery-count").unwrap_or(0)
+            )
         });
-        env.extensions.insert("dk-message-id".into(), env.id.clone());
+        env.extensions
+            .insert("dk-message-id".into(), env.id.clone());
         env.id = key;
-        match apply(&self.shared.db, &consumer.spec.name, consumer.handler.as_ref(), &env).await {
+        match apply(
+            &self.shared.db,
+            &consumer.spec.name,
+            consumer.handler.as_ref(),
+            &env,
+        )
+        .await
+        {
             Outcome::Applied | Outcome::Duplicate => ack(&d).await,
             Outcome::Retry(e) | Outcome::Dead(e) => {
                 tracing::warn!(queue = %consumer.spec.name, error = %e, "Could not record a dead letter; it stays in the DLQ.");
@@ -801,7 +886,11 @@ impl Bus for RabbitBus {
         results
     }
 
-    async fn run(&self, consumers: Vec<Consumer>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn run(
+        &self,
+        consumers: Vec<Consumer>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let mut set = tokio::task::JoinSet::new();
         for c in consumers {
             let queue = self.shared.s.names.queue(&c.spec.name);
@@ -833,7 +922,12 @@ impl Bus for RabbitBus {
     fn health(&self) -> BusHealth {
         let p = self.shared.publish_up.load(Ordering::SeqCst);
         let c = self.shared.consume_up.load(Ordering::SeqCst);
-        let last = self.shared.last_error.lock().map(|l| l.clone()).unwrap_or_default();
+        let last = self
+            .shared
+            .last_error
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
         BusHealth {
             kind: "rabbitmq",
             ready: p && c,
@@ -841,7 +935,11 @@ impl Bus for RabbitBus {
                 "publish connection {}, consume connection {}{}",
                 if p { "up" } else { "down" },
                 if c { "up" } else { "down" },
-                if last.is_empty() { String::new() } else { format!("; last error: {last}") }
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!("; last error: {last}")
+                }
             ),
         }
     }

@@ -52,9 +52,19 @@ pub fn parse_event(v: &Value, at: &str) -> Result<Envelope, Problem> {
     let time = match obj.get("time") {
         None => chrono::Utc::now(),
         Some(Value::String(t)) => chrono::DateTime::parse_from_rfc3339(t)
-            .map_err(|e| Problem::unprocessable(&format!("{at}/time"), format!("expected an RFC 3339 timestamp: {e}")))?
+            .map_err(|e| {
+                Problem::unprocessable(
+                    &format!("{at}/time"),
+                    format!("expected an RFC 3339 timestamp: {e}"),
+                )
+            })?
             .with_timezone(&chrono::Utc),
-        Some(_) => return Err(Problem::unprocessable(&format!("{at}/time"), "expected an RFC 3339 timestamp string")),
+        Some(_) => {
+            return Err(Problem::unprocessable(
+                &format!("{at}/time"),
+                "expected an RFC 3339 timestamp string",
+            ))
+        }
     };
     let datacontenttype = match obj.get("datacontenttype") {
         None => "application/json".to_string(),
@@ -66,24 +76,38 @@ pub fn parse_event(v: &Value, at: &str) -> Result<Envelope, Problem> {
             ))
         }
     };
-    let data = obj
-        .get("data")
-        .cloned()
-        .ok_or_else(|| Problem::unprocessable(&format!("{at}/data"), "required `data` is missing"))?;
+    let data = obj.get("data").cloned().ok_or_else(|| {
+        Problem::unprocessable(&format!("{at}/data"), "required `data` is missing")
+    })?;
     let subject = match obj.get("subject") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(Problem::unprocessable(&format!("{at}/subject"), "expected a string")),
+        Some(_) => {
+            return Err(Problem::unprocessable(
+                &format!("{at}/subject"),
+                "expected a string",
+            ))
+        }
     };
     let mut extensions = std::collections::BTreeMap::new();
     for (k, v) in obj {
         if matches!(
             k.as_str(),
-            "specversion" | "id" | "source" | "type" | "time" | "datacontenttype" | "data" | "subject"
+            "specversion"
+                | "id"
+                | "source"
+                | "type"
+                | "time"
+                | "datacontenttype"
+                | "data"
+                | "subject"
         ) {
             continue;
         }
-        let valid_name = !k.is_empty() && k.len() <= 20 && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let valid_name = !k.is_empty()
+            && k.len() <= 20
+            && k.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         match v {
             Value::String(s) if valid_name => {
                 extensions.insert(k.clone(), s.clone());
@@ -134,9 +158,16 @@ async fn accept(State(st): State<AppState>, body: Bytes) -> Response {
     }
     if let Err(e) = outbox::enqueue_all(&st.db, &events).await {
         tracing::error!(error = %e, "Storing ingress events failed.");
-        return Problem::unavailable("the events could not be stored; nothing was accepted, retry later").into_response();
+        return Problem::unavailable(
+            "the events could not be stored; nothing was accepted, retry later",
+        )
+        .into_response();
     }
     st.relay_wakeup.notify_one();
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    (StatusCode::ACCEPTED, Json(serde_json::json!({ "accepted": ids.len(), "ids": ids }))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "accepted": ids.len(), "ids": ids })),
+    )
+        .into_response()
 }

@@ -40,7 +40,9 @@ pub fn router(state: AppState, with_metrics: bool, body_limit: usize) -> Router 
 
 /// The `/metrics` router for a separate listener.
 pub fn metrics_router(state: AppState) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state(state)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -58,7 +60,11 @@ async fn readyz(State(st): State<AppState>) -> Response {
         "bus": bus,
         "outbox_backlog": backlog,
     });
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 

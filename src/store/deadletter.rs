@@ -32,7 +32,11 @@ pub struct DeathNote<'a> {
 }
 
 /// Records a dead letter inside the caller's transaction.
-pub async fn record(tx: &mut Tx<'_>, note: &DeathNote<'_>, env: &Envelope) -> Result<(), sqlx::Error> {
+pub async fn record(
+    tx: &mut Tx<'_>,
+    note: &DeathNote<'_>,
+    env: &Envelope,
+) -> Result<(), sqlx::Error> {
     let json = serde_json::to_string(env).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query(
         "INSERT INTO dead_letters (consumer, message_id, routing_key, envelope, reason, attempts, \
@@ -69,7 +73,9 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<DeadLetter, sqlx::Error> {
             .try_get::<Option<i64>, _>("first_failure_at")?
             .map(super::from_ms),
         dead_at: super::from_ms(r.try_get("dead_at")?),
-        replayed_at: r.try_get::<Option<i64>, _>("replayed_at")?.map(super::from_ms),
+        replayed_at: r
+            .try_get::<Option<i64>, _>("replayed_at")?
+            .map(super::from_ms),
         envelope,
     })
 }

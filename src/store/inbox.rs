@@ -3,7 +3,6 @@
 
 use super::{now_ms, Db, Tx};
 
-
 /// Claims `(consumer, message_id)` inside the effect's transaction. `false` means the message
 /// was applied before (or is being applied by a competing worker right now, which then wins):
 /// the caller rolls back and acknowledges the duplicate.
@@ -40,7 +39,9 @@ pub async fn claim_many(
             "INSERT INTO inbox (consumer, processed_at, message_id) VALUES {values} \
              ON CONFLICT (consumer, message_id) DO NOTHING RETURNING message_id"
         );
-        let mut q = sqlx::query_scalar::<_, String>(&sql).bind(consumer).bind(now);
+        let mut q = sqlx::query_scalar::<_, String>(&sql)
+            .bind(consumer)
+            .bind(now);
         for id in chunk {
             q = q.bind(*id);
         }
@@ -51,13 +52,12 @@ pub async fn claim_many(
 
 /// Whether the consumer has applied the message.
 pub async fn contains(db: &Db, consumer: &str, message_id: &str) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM inbox WHERE consumer = $1 AND message_id = $2",
-    )
-    .bind(consumer)
-    .bind(message_id)
-    .fetch_one(&db.pool)
-    .await?;
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE consumer = $1 AND message_id = $2")
+            .bind(consumer)
+            .bind(message_id)
+            .fetch_one(&db.pool)
+            .await?;
     Ok(n > 0)
 }
 

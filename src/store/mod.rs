@@ -77,17 +77,27 @@ impl Db {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the one writer; busy_timeout makes writers
                         // wait for each other instead of failing at once.
-                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 30000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
             })
             .connect_with(options)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to the {} database: {e}", backend.name()))?;
+            .map_err(|e| {
+                anyhow::anyhow!("cannot connect to the {} database: {e}", backend.name())
+            })?;
         Ok(Self { pool, backend })
     }
 
@@ -104,10 +114,9 @@ impl Db {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(|e| anyhow::anyhow!("migrating the {} database failed: {e}", self.backend.name()))
+        migrator.run(&self.pool).await.map_err(|e| {
+            anyhow::anyhow!("migrating the {} database failed: {e}", self.backend.name())
+        })
     }
 
     /// Starts a transaction that writes. On SQLite the first statement of a write transaction
@@ -123,7 +132,9 @@ impl Db {
     pub async fn begin_relaxed(&self) -> Result<Tx<'static>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
-            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
         }
         Ok(tx)
     }
@@ -143,7 +154,9 @@ impl Db {
 }
 
 fn sqlite_path(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     if path.is_empty() || path == ":memory:" {
         None

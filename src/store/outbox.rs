@@ -53,14 +53,21 @@ pub async fn enqueue_many(tx: &mut Tx<'_>, events: &[Envelope]) -> Result<(), sq
         );
         let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(now);
         for e in chunk {
-            let json = serde_json::to_string(e).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+            let json =
+                serde_json::to_string(e).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
             q = q.bind(e.id.clone()).bind(e.event_type.clone()).bind(json);
         }
         let ids = q.fetch_all(&mut **tx).await?;
-        let list = ids.iter().map(|i| format!("({i})")).collect::<Vec<_>>().join(", ");
-        sqlx::query(&format!("INSERT INTO outbox_pending (outbox_id) VALUES {list}"))
-            .execute(&mut **tx)
-            .await?;
+        let list = ids
+            .iter()
+            .map(|i| format!("({i})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::query(&format!(
+            "INSERT INTO outbox_pending (outbox_id) VALUES {list}"
+        ))
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
@@ -88,14 +95,23 @@ pub async fn claim(db: &Db, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
         .await?;
     let mut attempts = std::collections::HashMap::with_capacity(claimed.len());
     for r in &claimed {
-        attempts.insert(r.try_get::<i64, _>("outbox_id")?, r.try_get::<i64, _>("attempts")?);
+        attempts.insert(
+            r.try_get::<i64, _>("outbox_id")?,
+            r.try_get::<i64, _>("attempts")?,
+        );
     }
     let mut out = Vec::with_capacity(claimed.len());
     if !attempts.is_empty() {
-        let list = attempts.keys().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-        let rows = sqlx::query(&format!("SELECT id, envelope FROM outbox WHERE id IN ({list})"))
-            .fetch_all(&mut *tx)
-            .await?;
+        let list = attempts
+            .keys()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let rows = sqlx::query(&format!(
+            "SELECT id, envelope FROM outbox WHERE id IN ({list})"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
         for r in rows {
             let id: i64 = r.try_get("id")?;
             let text: String = r.try_get("envelope")?;
@@ -108,7 +124,13 @@ pub async fn claim(db: &Db, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
                 Err(e) => {
                     // Cannot happen for rows written by `enqueue`; park the row instead of looping.
                     tracing::error!(outbox_id = id, error = %e, "Unreadable outbox row parked.");
-                    mark_failed(&mut tx, id, i64::MAX / 2, &format!("unreadable envelope: {e}")).await?;
+                    mark_failed(
+                        &mut tx,
+                        id,
+                        i64::MAX / 2,
+                        &format!("unreadable envelope: {e}"),
+                    )
+                    .await?;
                 }
             }
         }
@@ -123,10 +145,16 @@ pub async fn mark_sent(tx: &mut Tx<'_>, ids: &[i64]) -> Result<(), sqlx::Error> 
     if ids.is_empty() {
         return Ok(());
     }
-    let list = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-    sqlx::query(&format!("DELETE FROM outbox_pending WHERE outbox_id IN ({list})"))
-        .execute(&mut **tx)
-        .await?;
+    let list = ids
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    sqlx::query(&format!(
+        "DELETE FROM outbox_pending WHERE outbox_id IN ({list})"
+    ))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

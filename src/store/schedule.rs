@@ -43,14 +43,21 @@ pub async fn claim(db: &Db, name: &str, due_at: i64, instance: &str) -> Result<b
 }
 
 /// Records how a claimed run ended.
-pub async fn finish(db: &Db, name: &str, due_at: i64, error: Option<&str>) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE schedule_runs SET finished_at = $1, error = $2 WHERE schedule = $3 AND due_at = $4")
-        .bind(now_ms())
-        .bind(error)
-        .bind(name)
-        .bind(due_at)
-        .execute(&db.pool)
-        .await?;
+pub async fn finish(
+    db: &Db,
+    name: &str,
+    due_at: i64,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE schedule_runs SET finished_at = $1, error = $2 WHERE schedule = $3 AND due_at = $4",
+    )
+    .bind(now_ms())
+    .bind(error)
+    .bind(name)
+    .bind(due_at)
+    .execute(&db.pool)
+    .await?;
     Ok(())
 }
 

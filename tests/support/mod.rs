@@ -10,15 +10,19 @@ use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 
 pub fn pg_admin_url() -> String {
-    std::env::var("DREHKREUZ_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("DREHKREUZ_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("DREHKREUZ_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("DREHKREUZ_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 /// Handles a missing service: panics in CI, returns `None` (skip) locally.
@@ -43,9 +47,15 @@ pub async fn fresh_pg() -> Option<(Db, SecretString)> {
         }
     };
     let name = format!("dk_test_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create database");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .expect("create database");
     pool.close().await;
-    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap_or(admin.clone());
     let url = SecretString::from(format!("{base}/{name}"));
     let db = Db::open(&url, 10).await.expect("open postgres");
     Some((db, url))
@@ -94,10 +104,15 @@ pub fn test_config(kind: BusKind, db_url: &SecretString) -> Config {
 /// Deletes the test's queues and exchanges on the broker (best effort).
 pub async fn cleanup_rabbit(cfg: &Config, consumers: &[&str]) {
     let Some(url) = &cfg.bus.amqp_url else { return };
-    let Ok(conn) = lapin::Connection::connect(url.expose_secret(), lapin::ConnectionProperties::default()).await else {
+    let Ok(conn) =
+        lapin::Connection::connect(url.expose_secret(), lapin::ConnectionProperties::default())
+            .await
+    else {
         return;
     };
-    let Ok(ch) = conn.create_channel().await else { return };
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
     let names = drehkreuz::bus::topology::Names::new(&cfg.bus.prefix);
     for c in consumers {
         let mut queues = vec![names.queue(c), names.dead_letter_queue(c)];
@@ -108,8 +123,12 @@ pub async fn cleanup_rabbit(cfg: &Config, consumers: &[&str]) {
             let _ = ch.queue_delete(q.into(), Default::default()).await;
         }
     }
-    let _ = ch.exchange_delete(names.exchange().into(), Default::default()).await;
-    let _ = ch.exchange_delete(names.dead_letter_exchange().into(), Default::default()).await;
+    let _ = ch
+        .exchange_delete(names.exchange().into(), Default::default())
+        .await;
+    let _ = ch
+        .exchange_delete(names.dead_letter_exchange().into(), Default::default())
+        .await;
     let _ = conn.close(200, "cleanup".into()).await;
 }
 
