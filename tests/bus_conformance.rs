@@ -592,3 +592,61 @@ async fn rabbitmq_connection_closed_mid_stream_recovers() {
     assert!(f.bus.health().ready, "reconnected: {:?}", f.bus.health());
     f.stop().await;
 }
+
+async fn shutdown_finishes_in_flight_and_loses_nothing(kind: BusKind) {
+    let Some(mut f) = fixture(kind, |c| {
+        c.bus.concurrency = 1;
+        c.bus.batch_size = 1;
+        c.bus.prefetch = 5;
+    })
+    .await
+    else {
+        return;
+    };
+    let rec = Recorder::slow(|_, _| Ok(()), Duration::from_millis(40));
+    f.start(vec![("worker", rec.clone())]).await;
+    let events: Vec<_> = (0..40).map(|n| event(n, "test.created")).collect();
+    f.send(&events).await;
+    eventually(WAIT, "some work done", || async { f.total_effects().await >= 3 }).await;
+    // Stop mid-stream: in-flight work finishes, the rest stays queued.
+    let cfg = f.cfg.clone();
+    let db = f.db.clone();
+    f.shutdown.cancel();
+    for t in f.tasks.drain(..) {
+        tokio::time::timeout(Duration::from_secs(30), t).await.expect("graceful stop").unwrap();
+    }
+    let done_at_stop = f.total_effects().await;
+    assert!(done_at_stop < 40, "stopped before the end ({done_at_stop})");
+    let started: usize = events.iter().filter(|e| !rec.attempts_of(&e.id).is_empty()).count();
+    assert_eq!(started as i64, done_at_stop, "every started message finished and committed");
+
+    // A new process picks up the rest; nothing lost, nothing applied twice.
+    let bus = drehkreuz::bus::from_config(&cfg, &db).await.unwrap();
+    let mut f2 = Fixture {
+        cfg,
+        db,
+        bus,
+        shutdown: CancellationToken::new(),
+        tasks: vec![],
+        consumers: vec![],
+        _dir: f._dir.take(),
+    };
+    f2.start(vec![("worker", Recorder::new(|_, _| Ok(())))]).await;
+    eventually(WAIT, "the rest applied after restart", || async { f2.total_effects().await == 40 }).await;
+    for e in &events {
+        assert_eq!(f2.effects(&e.id).await, 1);
+    }
+    f2.stop().await;
+}
+
+mod shutdown {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_shutdown_finishes_in_flight_and_loses_nothing() {
+        super::shutdown_finishes_in_flight_and_loses_nothing(BusKind::Embedded).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rabbitmq_shutdown_finishes_in_flight_and_loses_nothing() {
+        super::shutdown_finishes_in_flight_and_loses_nothing(BusKind::Rabbitmq).await
+    }
+}
