@@ -7,7 +7,8 @@
 //!     → effect and inbox row committed in one transaction;
 //! (c) the same path on embedded defaults (SQLite + embedded bus).
 //! Prints messages per second for each and the ratio hub / raw (target ≥ 0.7).
-//! `BENCH_MESSAGES` sets the message count (default 20000).
+//! `BENCH_MESSAGES` sets the message count (default 20000); `BENCH_PHASES=1` instead times the
+//! hub path's phases one after another (outbox write, relay, consume) to show where time goes.
 
 use async_trait::async_trait;
 use canonical::Envelope;
@@ -168,6 +169,54 @@ async fn hub_path(n: usize, cfg: Config) -> anyhow::Result<f64> {
             .unwrap()
         })
         .collect();
+    if std::env::var("BENCH_PHASES").is_ok() {
+        shutdown.cancel();
+        consumers.await??;
+        relay_task.await?;
+        let t = Instant::now();
+        for chunk in events.chunks(256) {
+            outbox::enqueue_all(&db, chunk).await?;
+        }
+        println!("    phase enqueue only: {:.2}s", t.elapsed().as_secs_f64());
+        let relay = Relay::new(
+            db.clone(),
+            bus.clone(),
+            wake.clone(),
+            Duration::from_millis(5),
+            vec![1000],
+        );
+        let t = Instant::now();
+        let sd = CancellationToken::new();
+        let rt = tokio::spawn(relay.run_workers(cfg.bus.relay_workers, sd.clone()));
+        while outbox::backlog(&db).await? > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        println!("    phase relay only: {:.2}s", t.elapsed().as_secs_f64());
+        sd.cancel();
+        rt.await?;
+        let t = Instant::now();
+        let sd = CancellationToken::new();
+        let b = bus.clone();
+        let s2 = sd.clone();
+        let spec = ConsumerSpec::new("bench", &["bench.#"]);
+        let ct =
+            tokio::spawn(
+                async move { b.run(vec![Consumer::new(spec, Arc::new(Effect))], s2).await },
+            );
+        loop {
+            let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox")
+                .fetch_one(&db.pool)
+                .await?;
+            if done as usize >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        println!("    phase consume only: {:.2}s", t.elapsed().as_secs_f64());
+        sd.cancel();
+        ct.await??;
+        return Ok(0.0);
+    }
     let start = Instant::now();
     for chunk in events.chunks(256) {
         outbox::enqueue_all(&db, chunk).await?;

@@ -607,18 +607,30 @@ async fn shutdown_finishes_in_flight_and_loses_nothing(kind: BusKind) {
     f.start(vec![("worker", rec.clone())]).await;
     let events: Vec<_> = (0..40).map(|n| event(n, "test.created")).collect();
     f.send(&events).await;
-    eventually(WAIT, "some work done", || async { f.total_effects().await >= 3 }).await;
+    eventually(WAIT, "some work done", || async {
+        f.total_effects().await >= 3
+    })
+    .await;
     // Stop mid-stream: in-flight work finishes, the rest stays queued.
     let cfg = f.cfg.clone();
     let db = f.db.clone();
     f.shutdown.cancel();
     for t in f.tasks.drain(..) {
-        tokio::time::timeout(Duration::from_secs(30), t).await.expect("graceful stop").unwrap();
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("graceful stop")
+            .unwrap();
     }
     let done_at_stop = f.total_effects().await;
     assert!(done_at_stop < 40, "stopped before the end ({done_at_stop})");
-    let started: usize = events.iter().filter(|e| !rec.attempts_of(&e.id).is_empty()).count();
-    assert_eq!(started as i64, done_at_stop, "every started message finished and committed");
+    let started: usize = events
+        .iter()
+        .filter(|e| !rec.attempts_of(&e.id).is_empty())
+        .count();
+    assert_eq!(
+        started as i64, done_at_stop,
+        "every started message finished and committed"
+    );
 
     // A new process picks up the rest; nothing lost, nothing applied twice.
     let bus = drehkreuz::bus::from_config(&cfg, &db).await.unwrap();
@@ -631,8 +643,12 @@ async fn shutdown_finishes_in_flight_and_loses_nothing(kind: BusKind) {
         consumers: vec![],
         _dir: f._dir.take(),
     };
-    f2.start(vec![("worker", Recorder::new(|_, _| Ok(())))]).await;
-    eventually(WAIT, "the rest applied after restart", || async { f2.total_effects().await == 40 }).await;
+    f2.start(vec![("worker", Recorder::new(|_, _| Ok(())))])
+        .await;
+    eventually(WAIT, "the rest applied after restart", || async {
+        f2.total_effects().await == 40
+    })
+    .await;
     for e in &events {
         assert_eq!(f2.effects(&e.id).await, 1);
     }

@@ -434,6 +434,7 @@ impl RabbitBus {
     /// Sends a delivery to its consumer's dead letters with the reason, then acks it.
     async fn dead_letter_delivery(
         &self,
+        acks: &AckTracker,
         consumer: &str,
         d: &Delivery,
         attempts: i64,
@@ -451,17 +452,24 @@ impl RabbitBus {
         match self.publish_one(&dlx, consumer, &d.data, props).await {
             Ok(()) => {
                 telemetry::dead_lettered(consumer);
-                ack(d).await;
+                acks.ack(d).await;
             }
             Err(e) => {
                 tracing::warn!(consumer, error = %e, "Could not dead-letter; the message is requeued.");
-                requeue(d).await;
+                acks.requeue(d).await;
             }
         }
     }
 
     /// Schedules a retry through the tier queue for `failures`, then acks the delivery.
-    async fn retry_delivery(&self, consumer: &str, d: &Delivery, failures: i64, error: &str) {
+    async fn retry_delivery(
+        &self,
+        acks: &AckTracker,
+        consumer: &str,
+        d: &Delivery,
+        failures: i64,
+        error: &str,
+    ) {
         let mut headers = d.properties.headers().clone().unwrap_or_default();
         headers.insert(s(H_ATTEMPT), AMQPValue::LongLongInt(failures));
         if header_i64(&headers, H_FIRST_FAILURE).is_none() {
@@ -478,17 +486,22 @@ impl RabbitBus {
         match self.publish_one("", &queue, &d.data, props).await {
             Ok(()) => {
                 telemetry::retried(consumer);
-                ack(d).await;
+                acks.ack(d).await;
             }
             Err(e) => {
                 tracing::warn!(consumer, error = %e, "Could not schedule a retry; the message is requeued.");
-                requeue(d).await;
+                acks.requeue(d).await;
             }
         }
     }
 
     /// Applies a batch of deliveries in one transaction, then settles each one.
-    async fn process_batch(&self, consumer: &Consumer, deliveries: Vec<Delivery>) {
+    async fn process_batch(
+        &self,
+        acks: &AckTracker,
+        consumer: &Consumer,
+        deliveries: Vec<Delivery>,
+    ) {
         let name = consumer.spec.name.as_str();
         let mut ready = Vec::with_capacity(deliveries.len());
         for d in deliveries {
@@ -504,7 +517,7 @@ impl RabbitBus {
                         .unwrap_or(0);
                     let reason = format!("malformed message: {reason}");
                     tracing::warn!(consumer = name, %reason, "Message dead-lettered.");
-                    self.dead_letter_delivery(name, &d, failures + 1, &reason)
+                    self.dead_letter_delivery(acks, name, &d, failures + 1, &reason)
                         .await;
                 }
             }
@@ -512,12 +525,19 @@ impl RabbitBus {
         let envs: Vec<&Envelope> = ready.iter().map(|(_, e)| e).collect();
         let outcomes = apply_batch(&self.shared.db, name, consumer.handler.as_ref(), &envs).await;
         for ((d, env), outcome) in ready.iter().zip(outcomes) {
-            self.settle(name, d, env, outcome).await;
+            self.settle(acks, name, d, env, outcome).await;
         }
     }
 
     /// Acks, schedules a retry or dead-letters one delivery according to its outcome.
-    async fn settle(&self, name: &str, d: &Delivery, env: &Envelope, outcome: Outcome) {
+    async fn settle(
+        &self,
+        acks: &AckTracker,
+        name: &str,
+        d: &Delivery,
+        env: &Envelope,
+        outcome: Outcome,
+    ) {
         let failures = d
             .properties
             .headers()
@@ -526,7 +546,7 @@ impl RabbitBus {
             .unwrap_or(0);
         let limit = i64::from(self.shared.s.delivery_limit);
         match outcome {
-            Outcome::Applied | Outcome::Duplicate => ack(d).await,
+            Outcome::Applied | Outcome::Duplicate => acks.ack(d).await,
             Outcome::Retry(err) => {
                 let failures = failures + 1;
                 if failures >= limit {
@@ -534,15 +554,16 @@ impl RabbitBus {
                         "delivery limit reached after {failures} attempts; last error: {err}"
                     );
                     tracing::warn!(consumer = name, message_id = %env.id, %reason, "Message dead-lettered.");
-                    self.dead_letter_delivery(name, d, failures, &reason).await;
+                    self.dead_letter_delivery(acks, name, d, failures, &reason)
+                        .await;
                 } else {
                     tracing::info!(consumer = name, message_id = %env.id, attempt = failures, error = %err, "Message will be retried.");
-                    self.retry_delivery(name, d, failures, &err).await;
+                    self.retry_delivery(acks, name, d, failures, &err).await;
                 }
             }
             Outcome::Dead(reason) => {
                 tracing::warn!(consumer = name, message_id = %env.id, %reason, "Message dead-lettered.");
-                self.dead_letter_delivery(name, d, failures + 1, &reason)
+                self.dead_letter_delivery(acks, name, d, failures + 1, &reason)
                     .await;
             }
         }
@@ -573,6 +594,7 @@ impl RabbitBus {
         tracing::info!(queue, "Consuming.");
         let permits = Arc::new(Semaphore::new(self.shared.s.concurrency));
         let mut tasks = tokio::task::JoinSet::new();
+        let acks = Arc::new(AckTracker::new());
         let batch_max = self.shared.s.batch_size.max(1);
         let result = loop {
             let permit = tokio::select! {
@@ -614,14 +636,18 @@ impl RabbitBus {
                     }
                 }
             }
+            for d in &batch {
+                acks.received(d).await;
+            }
             let me = self.clone();
             let c = consumer.clone();
+            let acks = acks.clone();
             tasks.spawn(async move {
                 match role {
-                    Role::Work => me.process_batch(&c, batch).await,
+                    Role::Work => me.process_batch(&acks, &c, batch).await,
                     Role::DeadLetters => {
                         for d in batch {
-                            me.process_dead_letter(&c, d).await;
+                            me.process_dead_letter(&acks, &c, d).await;
                         }
                     }
                 }
@@ -735,19 +761,77 @@ fn settle_confirm(c: lapin::Result<Confirmation>, routing_key: &str) -> Result<(
     }
 }
 
-async fn ack(d: &Delivery) {
-    if let Err(e) = d.ack(BasicAckOptions::default()).await {
-        tracing::warn!(error = %e, "Ack failed; the broker will redeliver (the inbox drops the duplicate).");
-    }
+/// Settles deliveries of one channel with as few ack frames as possible.
+///
+/// Deliveries arrive in delivery-tag order; batches finish in any order. A delivery is marked
+/// settled when acked (or after its nack was sent); whenever the oldest unsettled ones become
+/// settled, one `basic.ack` with `multiple` covers them all. The ack is sent under the lock so
+/// two multiple-acks never overtake each other. A requeued delivery is nacked on its own first,
+/// so a later multiple-ack does not touch it.
+pub(crate) struct AckTracker {
+    state: Mutex<AckState>,
 }
 
-async fn requeue(d: &Delivery) {
-    let _ = d
-        .nack(BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        })
-        .await;
+#[derive(Default)]
+struct AckState {
+    /// Received, in tag order: (tag, acker, settled, needs ack).
+    window: std::collections::VecDeque<(u64, lapin::Acker, bool, bool)>,
+}
+
+impl AckTracker {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(AckState::default()),
+        }
+    }
+
+    async fn received(&self, d: &Delivery) {
+        self.state
+            .lock()
+            .await
+            .window
+            .push_back((d.delivery_tag, d.acker.clone(), false, false));
+    }
+
+    async fn mark(&self, tag: u64, needs_ack: bool) {
+        let mut st = self.state.lock().await;
+        if let Some(entry) = st.window.iter_mut().find(|e| e.0 == tag) {
+            entry.2 = true;
+            entry.3 = needs_ack;
+        }
+        let mut last_ack: Option<lapin::Acker> = None;
+        let mut any_pending_ack = false;
+        while st.window.front().is_some_and(|e| e.2) {
+            if let Some((_, acker, _, needs)) = st.window.pop_front() {
+                if needs {
+                    any_pending_ack = true;
+                }
+                last_ack = Some(acker);
+            }
+        }
+        if let (true, Some(acker)) = (any_pending_ack, last_ack) {
+            let multiple = BasicAckOptions { multiple: true };
+            if let Err(e) = acker.ack(multiple).await {
+                tracing::warn!(error = %e, "Ack failed; the broker will redeliver (the inbox drops the duplicate).");
+            }
+        }
+    }
+
+    /// The delivery is done: it will be acked (possibly together with others).
+    async fn ack(&self, d: &Delivery) {
+        self.mark(d.delivery_tag, true).await
+    }
+
+    /// The delivery goes back to the queue (its work is not done).
+    async fn requeue(&self, d: &Delivery) {
+        let _ = d
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await;
+        self.mark(d.delivery_tag, false).await
+    }
 }
 
 /// Turns the DLQ copy into an envelope whose `dk-*` extensions carry the death note.
@@ -795,7 +879,7 @@ impl RabbitBus {
     }
 
     /// Records one DLQ copy (once: the inbox key is its death id) and acks it.
-    async fn process_dead_letter(&self, consumer: &Consumer, d: Delivery) {
+    async fn process_dead_letter(&self, acks: &AckTracker, consumer: &Consumer, d: Delivery) {
         let mut env = dead_letter_envelope(&d);
         let headers = d.properties.headers().clone().unwrap_or_default();
         let key = header_str(&headers, H_DEATH_ID).unwrap_or_else(|| {
@@ -816,11 +900,11 @@ impl RabbitBus {
         )
         .await
         {
-            Outcome::Applied | Outcome::Duplicate => ack(&d).await,
+            Outcome::Applied | Outcome::Duplicate => acks.ack(&d).await,
             Outcome::Retry(e) | Outcome::Dead(e) => {
                 tracing::warn!(queue = %consumer.spec.name, error = %e, "Could not record a dead letter; it stays in the DLQ.");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                requeue(&d).await;
+                acks.requeue(&d).await;
             }
         }
     }
