@@ -1,4 +1,5 @@
-//! The command line (clap): `run`, `migrate`, `config check`, `dlq list|show|replay`, `demo`.
+//! The command line (clap): `run`, `migrate`, `config check`, `dlq list|show|replay`,
+//! `token create|list|revoke`, `audit`, `demo`.
 
 use crate::config::Config;
 use crate::runtime::{shutdown_on_signals, Hub};
@@ -33,6 +34,25 @@ pub enum Command {
     /// Inspect and re-inject dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// List the audit trail.
+    Audit {
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        object: Option<String>,
+        /// Only entries at or after this instant (RFC 3339) or date (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Push a month of sample data through a fresh embedded hub and write what it produced.
     Demo {
         /// Where to write the results (created if missing).
@@ -45,6 +65,26 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Print the effective configuration (secrets redacted); fail on an invalid file.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; the secret is printed once and only its hash is stored.
+    Create {
+        /// A name saying who uses it, e.g. "warehouse Lager 1".
+        #[arg(long)]
+        name: String,
+        /// admin, accounting, intake:<source> or viewer:<customer>.
+        #[arg(long)]
+        role: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id; takes effect with the next request.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -121,8 +161,111 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dlq(cmd) => dlq(cmd, cfg).await,
+        Command::Token(cmd) => token(cmd, cfg).await,
+        Command::Audit {
+            actor,
+            action,
+            object,
+            since,
+            limit,
+            json,
+        } => {
+            let since_ms = match since {
+                None => None,
+                Some(s) => Some(parse_since(&s)?),
+            };
+            let db = Db::open(&cfg.database_url(), 2).await?;
+            let f = crate::store::audit::AuditFilter {
+                actor,
+                action,
+                object,
+                since_ms,
+                limit,
+            };
+            let rows = crate::store::audit::list(&db, &f).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no audit entries");
+            } else {
+                for r in rows {
+                    println!(
+                        "{:>6}  {}  {:<28}  {:<24}  {:<28}  {} → {}",
+                        r.id,
+                        r.at.format("%Y-%m-%d %H:%M:%S"),
+                        r.actor,
+                        r.action,
+                        r.object,
+                        r.before
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        r.after.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Demo { out } => crate::demo::run(&out).await,
     }
+}
+
+fn parse_since(s: &str) -> anyhow::Result<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| anyhow::anyhow!("--since: expected RFC 3339 or YYYY-MM-DD, got {s:?}"))?;
+    Ok(d.and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_millis())
+        .unwrap_or(0))
+}
+
+async fn token(cmd: TokenCommand, cfg: Config) -> anyhow::Result<()> {
+    let db = Db::open(&cfg.database_url(), 2).await?;
+    let actor = crate::access::cli_actor();
+    match cmd {
+        TokenCommand::Create { name, role } => {
+            let role: crate::access::Role = role
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--role: {e}"))?;
+            if name.trim().is_empty() {
+                anyhow::bail!("--name must not be empty");
+            }
+            let t = crate::access::create_token(&db, &name, &role, &actor).await?;
+            println!("token id: {}", t.id);
+            println!("role:     {}", t.role);
+            println!("token:    {}", t.token);
+            println!("(shown once: only its hash is stored)");
+        }
+        TokenCommand::List { json } => {
+            let list = crate::store::tokens::list(&db).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no tokens");
+            } else {
+                for t in list {
+                    println!(
+                        "{}  {:<24}  {:<28}  created {}{}",
+                        t.id,
+                        t.role,
+                        t.name,
+                        t.created_at.format("%Y-%m-%d %H:%M"),
+                        t.revoked_at
+                            .map(|r| format!(", revoked {}", r.format("%Y-%m-%d %H:%M")))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !crate::access::revoke_token(&db, &id, &actor).await? {
+                anyhow::bail!("no active token with id {id}");
+            }
+            println!("revoked token {id}");
+        }
+    }
+    Ok(())
 }
 
 async fn dlq(cmd: DlqCommand, cfg: Config) -> anyhow::Result<()> {
@@ -188,7 +331,20 @@ async fn dlq(cmd: DlqCommand, cfg: Config) -> anyhow::Result<()> {
                     continue;
                 }
                 bus.replay(&d).await?;
-                deadletter::mark_replayed(&db, d.id).await?;
+                let mut tx = db.begin().await?;
+                deadletter::mark_replayed_in(&mut tx, d.id).await?;
+                crate::store::audit::record(
+                    &mut tx,
+                    &crate::store::audit::AuditRecord {
+                        actor: &crate::access::cli_actor(),
+                        action: "dead_letter.replay",
+                        object: &format!("dead_letter:{}", d.id),
+                        before: Some(serde_json::json!({ "replayed": false, "consumer": d.consumer, "reason": d.reason })),
+                        after: Some(serde_json::json!({ "replayed": true })),
+                    },
+                )
+                .await?;
+                tx.commit().await?;
                 println!(
                     "replayed dead letter {} ({} → {})",
                     d.id, d.routing_key, d.consumer

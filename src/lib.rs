@@ -7,6 +7,7 @@
 //! - [`pipeline`] lists the consumers that apply them;
 //! - [`schedule`] triggers periodic work; [`runtime`] wires one process together.
 
+pub mod access;
 pub mod bus;
 pub mod cli;
 pub mod config;

@@ -21,6 +21,7 @@ async fn start(
     String,
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
+    String,
 ) {
     let mut cfg = Config::default();
     cfg.hub.data_dir = dir.to_path_buf();
@@ -28,6 +29,15 @@ async fn start(
     cfg.http.listen = format!("127.0.0.1:{port}");
     cfg.bus.poll_interval_ms = 20;
     let hub = Hub::build(cfg).await.unwrap();
+    let admin = drehkreuz::access::create_token(
+        &hub.db,
+        "test admin",
+        &drehkreuz::access::Role::Admin,
+        "test",
+    )
+    .await
+    .unwrap()
+    .token;
     let token = CancellationToken::new();
     let t = token.clone();
     let task = tokio::spawn(async move { hub.run(t).await });
@@ -36,13 +46,13 @@ async fn start(
         reqwest::get(format!("{base}/healthz")).await.is_ok()
     })
     .await;
-    (base, token, task)
+    (base, token, task, admin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_metrics_and_graceful_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let (base, token, task) = start(dir.path()).await;
+    let (base, token, task, _admin) = start(dir.path()).await;
     let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
     assert_eq!(r.status(), 200);
     let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
@@ -73,7 +83,7 @@ async fn health_ready_metrics_and_graceful_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_rejects_bad_events_with_a_problem_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let (base, token, task) = start(dir.path()).await;
+    let (base, token, task, admin) = start(dir.path()).await;
     let client = reqwest::Client::new();
     let cases = [
         (
@@ -96,6 +106,7 @@ async fn ingress_rejects_bad_events_with_a_problem_naming_the_field() {
     for (body, field) in cases {
         let r = client
             .post(format!("{base}/api/v1/events"))
+            .bearer_auth(&admin)
             .json(&body)
             .send()
             .await
@@ -108,6 +119,7 @@ async fn ingress_rejects_bad_events_with_a_problem_naming_the_field() {
     }
     let r = client
         .post(format!("{base}/api/v1/events"))
+        .bearer_auth(&admin)
         .header("content-type", "application/json")
         .body("{not json")
         .send()

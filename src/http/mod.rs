@@ -1,6 +1,9 @@
-//! The HTTP side of the hub (axum): health and readiness, Prometheus metrics, and the ingress
-//! API. Errors are RFC 9457 problem documents (`application/problem+json`).
+//! The HTTP side of the hub (axum): health and readiness, Prometheus metrics, and the API.
+//! Errors are RFC 9457 problem documents (`application/problem+json`). The OpenAPI 3.1
+//! document is generated from the same handlers (utoipa) and served at `/api/openapi.json`,
+//! so it lists exactly the routes the router has.
 
+pub mod deadletters;
 pub mod events;
 pub mod problem;
 
@@ -24,12 +27,53 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "drehkreuz",
+        description = "Integration hub for IT service providers: ingress, dead letters, billing and more. \
+                       Every /api route needs `Authorization: Bearer <token>`; errors are RFC 9457 problems."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(problem::Problem))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The API routes with their OpenAPI document.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(utoipa_axum::routes!(healthz))
+        .routes(utoipa_axum::routes!(readyz))
+        .merge(events::routes())
+        .merge(deadletters::routes())
+        .split_for_parts()
+}
+
 /// The API router (without `/metrics` when that has its own listener).
 pub fn router(state: AppState, with_metrics: bool, body_limit: usize) -> Router {
-    let mut r = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(events::routes());
+    let (api, doc) = api();
+    let doc = std::sync::Arc::new(doc);
+    let mut r = api.route(
+        "/api/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { Json(doc.as_ref().clone()) }
+        }),
+    );
     if with_metrics {
         r = r.route("/metrics", get(metrics));
     }
@@ -45,10 +89,18 @@ pub fn metrics_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Liveness: the process serves requests.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = Object)))]
 async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Readiness: the store answers and the bus is connected.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Object),
+        (status = 503, description = "Store or bus not ready", body = Object)))]
 async fn readyz(State(st): State<AppState>) -> Response {
     let store_ok = st.db.ping().await;
     let bus = st.bus.health();

@@ -112,6 +112,16 @@ pub async fn get(db: &Db, id: i64) -> Result<Option<DeadLetter>, sqlx::Error> {
     row.as_ref().map(from_row).transpose()
 }
 
+/// Marks a dead letter as re-injected, inside the caller's transaction.
+pub async fn mark_replayed_in(tx: &mut Tx<'_>, id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE dead_letters SET replayed_at = $1 WHERE id = $2")
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Marks a dead letter as re-injected.
 pub async fn mark_replayed(db: &Db, id: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE dead_letters SET replayed_at = $1 WHERE id = $2")

@@ -6,10 +6,12 @@
 //! `RETURNING`); the few places that differ ask [`Db::backend`]. Instants are stored as
 //! milliseconds since the Unix epoch (UTC), amounts as decimal strings, documents as JSON text.
 
+pub mod audit;
 pub mod deadletter;
 pub mod inbox;
 pub mod outbox;
 pub mod schedule;
+pub mod tokens;
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
