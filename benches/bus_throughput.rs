@@ -205,10 +205,7 @@ async fn hub_path(n: usize, cfg: Config) -> anyhow::Result<f64> {
         let s2 = sd.clone();
         let spec = ConsumerSpec::new("bench", &["bench.#"]);
         let e3 = effect.clone();
-        let ct =
-            tokio::spawn(
-                async move { b.run(vec![Consumer::new(spec, e3)], s2).await },
-            );
+        let ct = tokio::spawn(async move { b.run(vec![Consumer::new(spec, e3)], s2).await });
         loop {
             let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox")
                 .fetch_one(&db.pool)

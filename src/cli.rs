@@ -53,6 +53,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import records from files (through the bus, like any other intake).
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// List the review list: records kept but not processable on their own.
+    Review {
+        /// Include resolved items.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Push a month of sample data through a fresh embedded hub and write what it produced.
     Demo {
         /// Where to write the results (created if missing).
@@ -65,6 +76,15 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Print the effective configuration (secrets redacted); fail on an invalid file.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Time entries from a helpdesk without a connector: a JSON array of canonical time
+    /// entries or CSV (see docs/intake.md). All rows are checked first; on any error nothing is
+    /// imported. The entries become `time_entry.created` events in the outbox; the running hub
+    /// publishes and applies them.
+    TimeEntries { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +182,46 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Dlq(cmd) => dlq(cmd, cfg).await,
         Command::Token(cmd) => token(cmd, cfg).await,
+        Command::Import(ImportCommand::TimeEntries { file }) => {
+            let entries = crate::intake::read_time_entries(&file)?;
+            let events = entries
+                .iter()
+                .map(|e| crate::intake::time_entry_event(e, true))
+                .collect::<Result<Vec<_>, _>>()?;
+            let db = Db::open(&cfg.database_url(), 2).await?;
+            crate::store::outbox::enqueue_all(&db, &events).await?;
+            println!(
+                "{} time entries queued for intake (outbox); the running hub applies them",
+                events.len()
+            );
+            Ok(())
+        }
+        Command::Review { all, json } => {
+            let db = Db::open(&cfg.database_url(), 2).await?;
+            let items = crate::store::review::list(&db, all).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else if items.is_empty() {
+                println!("the review list is empty");
+            } else {
+                for i in items {
+                    println!(
+                        "{:>5}  {:<22} {:<10} {:<24} {}{}",
+                        i.id,
+                        i.kind,
+                        i.source,
+                        i.record_id,
+                        i.reason,
+                        if i.resolved_at.is_some() {
+                            " (resolved)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Audit {
             actor,
             action,

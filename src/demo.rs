@@ -1,8 +1,410 @@
-//! `drehkreuz demo`: the newcomer's first command (being extended as capabilities land).
+//! `drehkreuz demo --out DIR`: the newcomer's first command.
+//!
+//! Starts a fresh hub on embedded defaults (SQLite in `DIR/hub-data`, the embedded bus, HTTP on
+//! a free loopback port), registers three sample customers, and pushes a realistic month of
+//! helpdesk work (October 2026: tickets and time entries of three customers, on-site visits,
+//! goodwill work, a late correction, an entry without a reason for being free, an unknown
+//! organization) through the real HTTP ingress with an intake token. The bus delivers it to the
+//! consumers; the demo waits until everything is applied and writes what the hub produced:
+//! `time-entries.json`, `work-by-customer.csv`, `review.json`, `dead-letters.json`,
+//! `summary.txt`. Each capability of the hub extends this demo.
 
+use crate::access::{create_token, Role};
+use crate::config::Config;
+use crate::runtime::Hub;
+use crate::store::{deadletter, outbox, review, work};
+use canonical::work::{Ticket, TimeEntry};
+use canonical::Envelope;
+use chrono::{DateTime, TimeZone, Utc};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
+const SOURCE: &str = "helpdesk-sample";
+
+struct SampleCustomer {
+    id: &'static str,
+    name: &'static str,
+    org: &'static str,
+    tickets: usize,
+}
+
+const CUSTOMERS: &[SampleCustomer] = &[
+    SampleCustomer {
+        id: "C-1001",
+        name: "Müller & Söhne Steuerberatung GmbH",
+        org: "11",
+        tickets: 9,
+    },
+    SampleCustomer {
+        id: "C-1002",
+        name: "Bäckerei Schmidt KG",
+        org: "12",
+        tickets: 6,
+    },
+    SampleCustomer {
+        id: "C-1003",
+        name: "Praxis Dr. Weber",
+        org: "13",
+        tickets: 7,
+    },
+];
+
+const TITLES: &[&str] = &[
+    "Drucker im Empfang druckt nicht",
+    "Outlook-Postfach voll",
+    "Neuer Arbeitsplatz für Auszubildende",
+    "VPN-Verbindung bricht ab",
+    "DATEV-Update einspielen",
+    "Backup-Warnung NAS",
+    "Kassensystem startet langsam",
+    "Passwort-Reset Geschäftsführung",
+    "Firewall-Regel für Praxissoftware",
+    "Laptop tauschen (Garantie)",
+];
+
+/// A small deterministic generator, so every demo run produces the same month.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next() as usize) % items.len()]
+    }
+}
+
+fn at(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
+    chrono_tz::Europe::Berlin
+        .with_ymd_and_hms(2026, 10, day, hour, minute, 0)
+        .earliest()
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+/// The sample month: tickets and time entries (plus deliberate problem cases).
+pub fn sample_month() -> (Vec<Ticket>, Vec<TimeEntry>) {
+    let mut rng = Lcg(20261001);
+    let mut tickets = Vec::new();
+    let mut entries = Vec::new();
+    let mut entry_id = 5000;
+    let mut ticket_no = 81000;
+    for c in CUSTOMERS {
+        for _ in 0..c.tickets {
+            ticket_no += 1;
+            let day = 1 + (rng.next() % 30) as u32;
+            let level = rng
+                .pick(&["1st", "1st", "1st", "2nd", "2nd", "3rd"])
+                .to_string();
+            tickets.push(Ticket {
+                source: SOURCE.into(),
+                id: ticket_no.to_string(),
+                version: 1,
+                customer_id: None,
+                organization_id: Some(c.org.into()),
+                number: Some(format!("{}", ticket_no + 10000)),
+                title: rng.pick(TITLES).to_string(),
+                classification: Some(
+                    rng.pick(&[
+                        "customizing_bug",
+                        "change_request",
+                        "base_bug",
+                        "customizing_bug",
+                    ])
+                    .to_string(),
+                ),
+                level: Some(level.clone()),
+                billable_from: None,
+                asset: None,
+                branch: None,
+                cost_centre: None,
+            });
+            let n = 1 + (rng.next() % 4) as usize;
+            let onsite = rng.next() % 5 == 0;
+            for k in 0..n {
+                entry_id += 1;
+                let minutes = *rng.pick(&[5u32, 7, 12, 15, 20, 25, 30, 45, 60, 90]);
+                let d = (day + k as u32).min(31);
+                entries.push(TimeEntry {
+                    source: SOURCE.into(),
+                    id: entry_id.to_string(),
+                    version: 1,
+                    ticket_id: ticket_no.to_string(),
+                    customer_id: None,
+                    technician: rng
+                        .pick(&["a.keller", "b.yilmaz", "c.nowak", "d.fischer"])
+                        .to_string(),
+                    level: level.clone(),
+                    activity: if onsite {
+                        "onsite".into()
+                    } else {
+                        "remote".into()
+                    },
+                    started_at: at(d, 8 + (rng.next() % 9) as u32, (rng.next() % 4) as u32 * 15),
+                    minutes,
+                    billable: true,
+                    non_billable_reason: None,
+                    visit_id: onsite.then(|| format!("V-{ticket_no}")),
+                    note: Some(format!("Arbeitsschritt {}", k + 1)),
+                });
+            }
+            if onsite {
+                entry_id += 1;
+                entries.push(TimeEntry {
+                    source: SOURCE.into(),
+                    id: entry_id.to_string(),
+                    version: 1,
+                    ticket_id: ticket_no.to_string(),
+                    customer_id: None,
+                    technician: "d.fischer".into(),
+                    level: level.clone(),
+                    activity: "travel".into(),
+                    started_at: at(day.min(31), 7, 30),
+                    minutes: 35,
+                    billable: true,
+                    non_billable_reason: None,
+                    visit_id: Some(format!("V-{ticket_no}")),
+                    note: Some("Anfahrt".into()),
+                });
+            }
+        }
+    }
+    // Goodwill work, with its reason (listed on the service report, never invoiced).
+    entries.push(TimeEntry {
+        non_billable_reason: Some("Kulanz: Folgefehler unseres Updates".into()),
+        billable: false,
+        id: "5900".into(),
+        minutes: 40,
+        ..entries[0].clone()
+    });
+    // A correction of an entry: version 2 (30 → 45 minutes)...
+    let mut corrected = entries[1].clone();
+    corrected.version = 2;
+    corrected.minutes = 45;
+    corrected.note = Some("nachgetragen: Treiber-Rollback".into());
+    entries.push(corrected);
+    // Problem cases: free work without a reason (→ dead letters), an unknown organization
+    // (→ review list).
+    entries.push(TimeEntry {
+        billable: false,
+        non_billable_reason: None,
+        id: "5901".into(),
+        ..entries[2].clone()
+    });
+    tickets.push(Ticket {
+        id: "89999".into(),
+        organization_id: Some("99".into()),
+        title: "Anfrage eines Neukunden".into(),
+        ..tickets[0].clone()
+    });
+    entries.push(TimeEntry {
+        id: "5902".into(),
+        ticket_id: "89999".into(),
+        minutes: 20,
+        ..entries[0].clone()
+    });
+    (tickets, entries)
+}
+
+fn events_json(events: &[Envelope]) -> serde_json::Value {
+    serde_json::Value::Array(
+        events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "specversion": "1.0", "id": e.id, "source": e.source, "type": e.event_type,
+                    "subject": e.subject, "time": e.time, "datacontenttype": "application/json", "data": e.data,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Runs the demo and writes its results into `out`.
 pub async fn run(out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
+    let data = out.join("hub-data");
+    if data.exists() {
+        std::fs::remove_dir_all(&data)?;
+    }
+    let mut cfg = Config::default();
+    cfg.hub.data_dir = data;
+    cfg.hub.instance = "demo".into();
+    cfg.bus.poll_interval_ms = 20;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    cfg.http.listen = format!("127.0.0.1:{port}");
+    let url = cfg.database_url();
+    let hub = Hub::build(cfg).await?;
+    let db = hub.db.clone();
+
+    // Master data (the first part of it: customers and their helpdesk organizations).
+    let mut tx = db.begin().await?;
+    for c in CUSTOMERS {
+        let doc = serde_json::json!({ "id": c.id, "name": c.name, "helpdesk_org_id": c.org });
+        work::upsert_customer(&mut tx, c.id, c.name, Some(c.org), &doc).await?;
+    }
+    tx.commit().await?;
+
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let running = tokio::spawn(async move { hub.run(s).await });
+    let base = format!("http://127.0.0.1:{port}");
+    let token = create_token(&db, "demo helpdesk", &Role::Intake(SOURCE.into()), "demo")
+        .await?
+        .token;
+
+    let (tickets, entries) = sample_month();
+    let ticket_events = tickets
+        .iter()
+        .map(|t| crate::intake::ticket_event(t, true))
+        .collect::<Result<Vec<_>, _>>()?;
+    let entry_events = entries
+        .iter()
+        .map(|e| crate::intake::time_entry_event(e, e.version == 1))
+        .collect::<Result<Vec<_>, _>>()?;
+    for batch in [ticket_events, entry_events] {
+        post(&base, &token, &events_json(&batch)).await?;
+        settle(&db).await?;
+    }
+    stop.cancel();
+    running.await??;
+
+    // What the hub produced.
+    let db = crate::store::Db::open(&url, 2).await?;
+    let mut stored = Vec::new();
+    let mut by_customer: BTreeMap<(String, String, String), (u32, u32)> = BTreeMap::new();
+    for c in CUSTOMERS {
+        for e in work::entries_for(&db, c.id, "2026-10").await? {
+            let k = (
+                c.id.to_string(),
+                e.level.clone(),
+                if e.billable {
+                    e.activity.clone()
+                } else {
+                    "non-billable".into()
+                },
+            );
+            let v = by_customer.entry(k).or_default();
+            v.0 += 1;
+            v.1 += e.minutes;
+            stored.push(serde_json::json!({ "customer_id": c.id, "entry": e }));
+        }
+    }
+    let review_items = review::list(&db, false).await?;
+    let dead = deadletter::list(&db, None, false, 1000).await?;
+    std::fs::write(
+        out.join("time-entries.json"),
+        serde_json::to_string_pretty(&stored)?,
+    )?;
+    let mut csv = String::from("customer_id,level,activity,entries,minutes\n");
+    for ((c, l, a), (n, m)) in &by_customer {
+        let _ = writeln!(csv, "{c},{l},{a},{n},{m}");
+    }
+    std::fs::write(out.join("work-by-customer.csv"), &csv)?;
+    std::fs::write(
+        out.join("review.json"),
+        serde_json::to_string_pretty(&review_items)?,
+    )?;
+    std::fs::write(
+        out.join("dead-letters.json"),
+        serde_json::to_string_pretty(&dead)?,
+    )?;
+
+    let mut summary = String::new();
+    let _ = writeln!(
+        summary,
+        "drehkreuz demo — October 2026 on embedded defaults (SQLite + embedded bus)"
+    );
+    let _ = writeln!(
+        summary,
+        "posted through HTTP ingress: {} tickets, {} time-entry events",
+        tickets.len(),
+        entries.len()
+    );
+    let _ = writeln!(summary, "stored time entries:        {}", stored.len());
+    for c in CUSTOMERS {
+        let (n, m) = by_customer
+            .iter()
+            .filter(|((id, _, _), _)| id == c.id)
+            .fold((0, 0), |acc, (_, (n, m))| (acc.0 + n, acc.1 + m));
+        let _ = writeln!(
+            summary,
+            "  {} {:<36} {:>3} entries {:>5} min",
+            c.id, c.name, n, m
+        );
+    }
+    let _ = writeln!(
+        summary,
+        "review list:                {} (unknown customers are kept, not dropped)",
+        review_items.len()
+    );
+    for r in &review_items {
+        let _ = writeln!(summary, "  {} {}: {}", r.kind, r.record_id, r.reason);
+    }
+    let _ = writeln!(summary, "dead letters:               {}", dead.len());
+    for d in &dead {
+        let _ = writeln!(
+            summary,
+            "  {} → {}: {}",
+            d.routing_key, d.consumer, d.reason
+        );
+    }
+    let _ = writeln!(summary, "results in {}", out.display());
+    std::fs::write(out.join("summary.txt"), &summary)?;
+    print!("{summary}");
+    db.pool.close().await;
     Ok(())
+}
+
+async fn post(base: &str, token: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+    // A tiny HTTP/1.1 client over TCP, so the demo needs no HTTP client crate at run time.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let payload = serde_json::to_vec(body)?;
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        payload.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&payload).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response.split_whitespace().nth(1).unwrap_or("");
+    if status != "202" {
+        anyhow::bail!(
+            "ingress answered {status}: {}",
+            response.lines().last().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Waits until the outbox is published and every queue is drained.
+async fn settle(db: &crate::store::Db) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let backlog = outbox::backlog(db).await?;
+        let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bus_queue")
+            .fetch_one(&db.pool)
+            .await?;
+        if backlog == 0 && queued == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the hub did not settle within 60 s ({backlog} unpublished, {queued} queued)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

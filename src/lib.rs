@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod intake;
 pub mod pipeline;
 pub mod relay;
 pub mod runtime;

@@ -2,10 +2,14 @@
 //! event types it is bound to, and its handler. Read top to bottom it is the data flow
 //! after the bus: intake of work, then billing, then export.
 
-use crate::bus::Consumer;
+use crate::bus::{Consumer, ConsumerSpec};
 use crate::store::Db;
+use std::sync::Arc;
 
 /// The consumers of a hub on this store.
 pub fn consumers(_db: &Db) -> Vec<Consumer> {
-    Vec::new()
+    vec![Consumer::new(
+        ConsumerSpec::new(crate::intake::CONSUMER, crate::intake::ROUTING_KEYS),
+        Arc::new(crate::intake::WorkIntake),
+    )]
 }

@@ -10,8 +10,10 @@ pub mod audit;
 pub mod deadletter;
 pub mod inbox;
 pub mod outbox;
+pub mod review;
 pub mod schedule;
 pub mod tokens;
+pub mod work;
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

@@ -1,1 +1,1 @@
-//! (being written)
+//! Customers (placeholder until the billing vocabulary lands).

@@ -1,0 +1,380 @@
+//! Intake of work through the real bus: versioning, validation to the dead letters, the review
+//! list, out-of-order arrival, billed entries, file import. Embedded and RabbitMQ + PostgreSQL.
+
+mod support;
+
+use canonical::work::{Ticket, TimeEntry};
+use drehkreuz::bus::{Bus, Consumer, ConsumerSpec};
+use drehkreuz::config::BusKind;
+use drehkreuz::intake::{ticket_event, time_entry_event, Deletion, WorkIntake};
+use drehkreuz::relay::Relay;
+use drehkreuz::store::{deadletter, outbox, review, work, Db};
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+fn ticket(id: &str, org: &str, version: i64) -> Ticket {
+    Ticket {
+        source: "zammad".into(),
+        id: id.into(),
+        version,
+        customer_id: None,
+        organization_id: Some(org.into()),
+        number: None,
+        title: "Drucker".into(),
+        classification: None,
+        level: Some("1st".into()),
+        billable_from: None,
+        asset: None,
+        branch: None,
+        cost_centre: None,
+    }
+}
+
+fn entry(id: &str, ticket: &str, minutes: u32, version: i64) -> TimeEntry {
+    TimeEntry {
+        source: "zammad".into(),
+        id: id.into(),
+        version,
+        ticket_id: ticket.into(),
+        customer_id: None,
+        technician: "anna".into(),
+        level: "1st".into(),
+        activity: "remote".into(),
+        started_at: "2026-10-05T08:00:00Z".parse().unwrap(),
+        minutes,
+        billable: true,
+        non_billable_reason: None,
+        visit_id: None,
+        note: None,
+    }
+}
+
+struct Hub {
+    db: Db,
+    cfg: drehkreuz::config::Config,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn hub(kind: BusKind) -> Option<Hub> {
+    let (db, url, dir) = match kind {
+        BusKind::Embedded => {
+            let (db, url, dir) = fresh_sqlite().await;
+            (db, url, Some(dir))
+        }
+        BusKind::Rabbitmq => {
+            if !rabbit_available().await {
+                return None;
+            }
+            let (db, url) = fresh_pg().await?;
+            (db, url, None)
+        }
+    };
+    let cfg = test_config(kind, &url);
+    let bus: Arc<dyn Bus> = drehkreuz::bus::from_config(&cfg, &db).await.unwrap();
+    let c = Consumer::new(
+        ConsumerSpec::new("work-intake", drehkreuz::intake::ROUTING_KEYS),
+        Arc::new(WorkIntake),
+    );
+    bus.declare(std::slice::from_ref(&c.spec)).await.unwrap();
+    let stop = CancellationToken::new();
+    let (b, s) = (bus.clone(), stop.clone());
+    let mut tasks = vec![tokio::spawn(
+        async move { b.run(vec![c], s).await.unwrap() },
+    )];
+    let relay = Relay::new(
+        db.clone(),
+        bus,
+        Arc::new(Notify::new()),
+        Duration::from_millis(20),
+        vec![200],
+    );
+    tasks.push(tokio::spawn(relay.run(stop.clone())));
+    let mut tx = db.begin().await.unwrap();
+    work::upsert_customer(
+        &mut tx,
+        "C-1",
+        "Müller GmbH",
+        Some("11"),
+        &serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    Some(Hub {
+        db,
+        cfg,
+        stop,
+        tasks,
+        _dir: dir,
+    })
+}
+
+impl Hub {
+    async fn send(&self, events: Vec<canonical::Envelope>) {
+        outbox::enqueue_all(&self.db, &events).await.unwrap();
+    }
+    async fn settled(&self) {
+        eventually(Duration::from_secs(30), "outbox published", || async {
+            outbox::backlog(&self.db).await.unwrap() == 0
+        })
+        .await;
+        // Give the consumer time to apply what was published.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    async fn minutes(&self, id: &str) -> Option<i64> {
+        sqlx::query_scalar("SELECT minutes FROM time_entries WHERE id = $1 AND deleted = 0")
+            .bind(id)
+            .fetch_optional(&self.db.pool)
+            .await
+            .unwrap()
+    }
+    async fn customer(&self, id: &str) -> Option<String> {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT customer_id FROM time_entries WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap()
+    }
+    async fn stop(mut self) {
+        self.stop.cancel();
+        for t in self.tasks.drain(..) {
+            t.await.unwrap();
+        }
+        cleanup_rabbit(&self.cfg, &["work-intake"]).await;
+    }
+}
+
+async fn intake_rules(kind: BusKind) {
+    let Some(h) = hub(kind).await else { return };
+    // Entry before its ticket (bus order is not guaranteed): kept, on review, then assigned.
+    h.send(vec![
+        time_entry_event(&entry("1", "T1", 20, 1), true).unwrap()
+    ])
+    .await;
+    h.settled().await;
+    assert_eq!(h.customer("1").await, None);
+    assert_eq!(review::list(&h.db, false).await.unwrap().len(), 1);
+    h.send(vec![ticket_event(&ticket("T1", "11", 1), true).unwrap()])
+        .await;
+    h.settled().await;
+    assert_eq!(
+        h.customer("1").await.as_deref(),
+        Some("C-1"),
+        "assigned when the ticket came"
+    );
+    assert!(
+        review::list(&h.db, false).await.unwrap().is_empty(),
+        "review item resolved"
+    );
+
+    // Versioning: v3 then a late v2 → v3 stays.
+    h.send(vec![
+        time_entry_event(&entry("1", "T1", 45, 3), false).unwrap()
+    ])
+    .await;
+    h.settled().await;
+    h.send(vec![
+        time_entry_event(&entry("1", "T1", 30, 2), false).unwrap()
+    ])
+    .await;
+    h.settled().await;
+    assert_eq!(h.minutes("1").await, Some(45));
+
+    // Non-billable without reason → dead letters, naming the field; with reason → stored.
+    let mut free = entry("2", "T1", 15, 1);
+    free.billable = false;
+    h.send(vec![time_entry_event(&free, true).unwrap()]).await;
+    free.id = "3".into();
+    free.non_billable_reason = Some("Kulanz".into());
+    h.send(vec![time_entry_event(&free, true).unwrap()]).await;
+    h.settled().await;
+    eventually(Duration::from_secs(10), "dead letter", || async {
+        !deadletter::list(&h.db, Some("work-intake"), false, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let dead = deadletter::list(&h.db, Some("work-intake"), false, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].reason.contains("`non_billable_reason`"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(h.minutes("2").await, None);
+    assert_eq!(h.minutes("3").await, Some(15));
+
+    // Unknown organization → stored and on the review list.
+    h.send(vec![
+        ticket_event(&ticket("T9", "99", 1), true).unwrap(),
+        time_entry_event(&entry("9", "T9", 10, 1), true).unwrap(),
+    ])
+    .await;
+    h.settled().await;
+    let open = review::list(&h.db, false).await.unwrap();
+    assert!(
+        open.iter()
+            .any(|r| r.record_id == "ticket:T9" && r.reason.contains("organization 99")),
+        "{open:?}"
+    );
+    assert_eq!(h.minutes("9").await, Some(10), "kept, not dropped");
+
+    // A billed entry is not changed or deleted; the change goes to review.
+    sqlx::query("UPDATE time_entries SET billed_invoice = 'RE-2026-0001' WHERE id = '1'")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    h.send(vec![
+        time_entry_event(&entry("1", "T1", 90, 4), false).unwrap()
+    ])
+    .await;
+    let del = canonical::Envelope::new(
+        "/zammad",
+        "time_entry.deleted",
+        "1",
+        "5",
+        chrono::Utc::now(),
+        &Deletion {
+            source: "zammad".into(),
+            id: "1".into(),
+            version: 5,
+        },
+    )
+    .unwrap();
+    h.send(vec![del]).await;
+    h.settled().await;
+    assert_eq!(h.minutes("1").await, Some(45));
+    let billed: Vec<_> = review::list(&h.db, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "billed_entry_changed")
+        .collect();
+    assert_eq!(billed.len(), 2, "{billed:?}");
+    assert!(billed[0].reason.contains("RE-2026-0001"));
+
+    // Deleting an unbilled entry (newer version) removes it from billing.
+    let del = canonical::Envelope::new(
+        "/zammad",
+        "time_entry.deleted",
+        "3",
+        "2",
+        chrono::Utc::now(),
+        &Deletion {
+            source: "zammad".into(),
+            id: "3".into(),
+            version: 2,
+        },
+    )
+    .unwrap();
+    h.send(vec![del]).await;
+    h.settled().await;
+    assert_eq!(h.minutes("3").await, None);
+
+    // Redelivery of the same event → one effect (inbox).
+    let again = time_entry_event(&entry("4", "T1", 5, 1), true).unwrap();
+    h.send(vec![again.clone(), again]).await;
+    h.settled().await;
+    assert_eq!(
+        work::entries_for(&h.db, "C-1", "2026-10")
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.id == "4")
+            .count(),
+        1
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_intake_rules() {
+    intake_rules(BusKind::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_intake_rules() {
+    intake_rules(BusKind::Rabbitmq).await
+}
+
+#[test]
+fn import_file_errors_name_the_entry_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("entries.json");
+    let mut e = entry("1", "T1", 20, 1);
+    e.billable = false;
+    std::fs::write(
+        &f,
+        serde_json::to_string(&vec![entry("0", "T1", 5, 1), e]).unwrap(),
+    )
+    .unwrap();
+    let err = drehkreuz::intake::read_time_entries(&f)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("entry 2") && err.contains("non_billable_reason"),
+        "{err}"
+    );
+}
+
+#[test]
+fn demo_runs_on_embedded_defaults_and_writes_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drehkreuz"))
+        .args(["demo", "--out"])
+        .arg(dir.path())
+        .env_remove("DREHKREUZ_DATABASE_URL")
+        .env_remove("DREHKREUZ_AMQP_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("stored time entries:        60"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("non_billable_reason"), "{stdout}");
+    let entries: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("time-entries.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 60);
+    let csv = std::fs::read_to_string(dir.path().join("work-by-customer.csv")).unwrap();
+    assert!(csv.starts_with("customer_id,level,activity,entries,minutes\n"));
+    // The minutes in the CSV add up to the stored entries' minutes.
+    let csv_total: u64 = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    let json_total: u64 = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry"]["minutes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(csv_total, json_total);
+    let review: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("review.json")).unwrap())
+            .unwrap();
+    assert_eq!(review.as_array().unwrap().len(), 2);
+    let dead: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("dead-letters.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(dead.as_array().unwrap().len(), 1);
+}
