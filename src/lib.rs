@@ -8,6 +8,7 @@
 //! - [`schedule`] triggers periodic work; [`runtime`] wires one process together.
 
 pub mod access;
+pub mod billing;
 pub mod bus;
 pub mod cli;
 pub mod config;

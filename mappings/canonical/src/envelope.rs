@@ -139,10 +139,30 @@ mod tests {
 
     #[test]
     fn event_id_is_deterministic_and_distinguishes_versions() {
-        let a = event_id("/zammad/x", "time_entry.created", "42", "2024-05-01T10:00:00Z");
-        let b = event_id("/zammad/x", "time_entry.created", "42", "2024-05-01T10:00:00Z");
-        let c = event_id("/zammad/x", "time_entry.created", "42", "2024-05-01T10:05:00Z");
-        let d = event_id("/zammad/x", "time_entry.deleted", "42", "2024-05-01T10:00:00Z");
+        let a = event_id(
+            "/zammad/x",
+            "time_entry.created",
+            "42",
+            "2024-05-01T10:00:00Z",
+        );
+        let b = event_id(
+            "/zammad/x",
+            "time_entry.created",
+            "42",
+            "2024-05-01T10:00:00Z",
+        );
+        let c = event_id(
+            "/zammad/x",
+            "time_entry.created",
+            "42",
+            "2024-05-01T10:05:00Z",
+        );
+        let d = event_id(
+            "/zammad/x",
+            "time_entry.deleted",
+            "42",
+            "2024-05-01T10:00:00Z",
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);

@@ -54,17 +54,29 @@ impl Period {
 
     pub fn next(self) -> Self {
         if self.month == 12 {
-            Self { year: self.year + 1, month: 1 }
+            Self {
+                year: self.year + 1,
+                month: 1,
+            }
         } else {
-            Self { year: self.year, month: self.month + 1 }
+            Self {
+                year: self.year,
+                month: self.month + 1,
+            }
         }
     }
 
     pub fn previous(self) -> Self {
         if self.month == 1 {
-            Self { year: self.year - 1, month: 12 }
+            Self {
+                year: self.year - 1,
+                month: 12,
+            }
         } else {
-            Self { year: self.year, month: self.month - 1 }
+            Self {
+                year: self.year,
+                month: self.month - 1,
+            }
         }
     }
 
@@ -254,7 +266,11 @@ impl TimeEntry {
 
 impl Ticket {
     pub fn validate(&self) -> Result<(), Invalid> {
-        for (field, v) in [("source", &self.source), ("id", &self.id), ("title", &self.title)] {
+        for (field, v) in [
+            ("source", &self.source),
+            ("id", &self.id),
+            ("title", &self.title),
+        ] {
             if v.trim().is_empty() {
                 return Err(Invalid::new(field, "must not be empty"));
             }
@@ -279,7 +295,12 @@ pub struct UsageRecord {
 
 impl UsageRecord {
     pub fn validate(&self) -> Result<(), Invalid> {
-        for (field, v) in [("source", &self.source), ("id", &self.id), ("customer_id", &self.customer_id), ("sku", &self.sku)] {
+        for (field, v) in [
+            ("source", &self.source),
+            ("id", &self.id),
+            ("customer_id", &self.customer_id),
+            ("sku", &self.sku),
+        ] {
             if v.trim().is_empty() {
                 return Err(Invalid::new(field, "must not be empty"));
             }
@@ -305,7 +326,10 @@ mod tests {
         assert_eq!(p.end_utc().to_rfc3339(), "2026-03-31T22:00:00+00:00");
         assert!(!p.contains(t));
         assert_eq!(p.last_day().to_string(), "2026-03-31");
-        assert_eq!("2026-12".parse::<Period>().unwrap().next().to_string(), "2027-01");
+        assert_eq!(
+            "2026-12".parse::<Period>().unwrap().next().to_string(),
+            "2027-01"
+        );
         assert!("2026-13".parse::<Period>().is_err());
         assert!("26-1".parse::<Period>().is_err());
     }
