@@ -56,6 +56,12 @@ pub enum Command {
     /// Import records from files (through the bus, like any other intake).
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Monthly billing: preview, adjust, approve and finalize invoice runs.
+    #[command(subcommand, name = "invoice-run")]
+    InvoiceRun(RunCommand),
+    /// Finalized invoices: show, credit note.
+    #[command(subcommand)]
+    Invoice(InvoiceCommand),
     /// List the review list: records kept but not processable on their own.
     Review {
         /// Include resolved items.
@@ -85,6 +91,56 @@ pub enum ImportCommand {
     /// imported. The entries become `time_entry.created` events in the outbox; the running hub
     /// publishes and applies them.
     TimeEntries { file: PathBuf },
+    /// Master data (seller, number ranges, customers, contracts) from one TOML file
+    /// (docs/master-data.md). Everything is checked first; on any error nothing changes.
+    MasterData { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// Create or recompute the preview run of a period (YYYY-MM).
+    Preview {
+        #[arg(long)]
+        period: String,
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write off an entry or a line of a preview run (reason required).
+    Adjust {
+        run: String,
+        #[arg(long, conflicts_with = "line", required_unless_present = "line")]
+        entry: Option<String>,
+        #[arg(long)]
+        line: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Freeze a preview run.
+    Approve { run: String },
+    /// Number, store and publish the invoices of an approved run.
+    Finalize { run: String },
+    /// Show a run (JSON).
+    Show { run: String },
+    /// Write a run's service reports (JSON and HTML) into a directory.
+    Reports {
+        run: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InvoiceCommand {
+    /// Show an invoice (JSON).
+    Show { number: String },
+    /// Issue a credit note for an invoice.
+    Credit {
+        number: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +252,50 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Import(ImportCommand::MasterData { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let doc = crate::masterdata::MasterData::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let db = Db::open(&cfg.database_url(), 2).await?;
+            let s = crate::masterdata::import(&db, &doc, &crate::access::cli_actor())
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            println!(
+                "imported: seller {}, {} number ranges, {} customers, {} contracts",
+                if s.seller { "yes" } else { "no" },
+                s.number_ranges,
+                s.customers,
+                s.contracts
+            );
+            Ok(())
+        }
+        Command::InvoiceRun(cmd) => invoice_run(cmd, cfg).await,
+        Command::Invoice(cmd) => {
+            let db = Db::open(&cfg.database_url(), 2).await?;
+            match cmd {
+                InvoiceCommand::Show { number } => {
+                    let inv = crate::billing::run::invoice(&db, &number)
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("no invoice {number}"))?;
+                    println!("{}", serde_json::to_string_pretty(&inv)?);
+                }
+                InvoiceCommand::Credit { number, reason } => {
+                    let note = crate::billing::run::credit(
+                        &db,
+                        &number,
+                        &reason,
+                        &crate::access::cli_actor(),
+                    )
+                    .await?;
+                    println!(
+                        "credit note {} for {} ({} EUR gross)",
+                        note.number, number, note.totals.gross
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Review { all, json } => {
             let db = Db::open(&cfg.database_url(), 2).await?;
             let items = crate::store::review::list(&db, all).await?;
@@ -267,6 +367,89 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Demo { out } => crate::demo::run(&out).await,
     }
+}
+
+async fn invoice_run(cmd: RunCommand, cfg: Config) -> anyhow::Result<()> {
+    use crate::billing::run;
+    let db = Db::open(&cfg.database_url(), 4).await?;
+    let actor = crate::access::cli_actor();
+    let print = |r: &run::InvoiceRun| {
+        println!("invoice run {} — period {} — {:?}", r.id, r.period, r.state);
+        for t in &r.targets {
+            println!(
+                "  {:<10} {:<10} {:>3} lines  net {:>10}  VAT {:>9}  gross {:>10}{}",
+                t.customer_id,
+                t.contract_id,
+                t.rating.lines.len(),
+                t.rating.totals.net,
+                t.rating.totals.vat,
+                t.rating.totals.gross,
+                t.invoice_number
+                    .as_ref()
+                    .map(|n| format!("  → {n}"))
+                    .unwrap_or_default()
+            );
+        }
+        for p in &r.problems {
+            println!("  problem: {p}");
+        }
+    };
+    match cmd {
+        RunCommand::Preview {
+            period,
+            customer,
+            json,
+        } => {
+            let period: canonical::work::Period = period
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--period: {e}"))?;
+            let r = run::preview(&db, period, customer.as_deref(), &actor).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print(&r);
+            }
+        }
+        RunCommand::Adjust {
+            run: id,
+            entry,
+            line,
+            reason,
+        } => {
+            let target = match (entry, line) {
+                (Some(e), _) => crate::billing::WriteOffTarget::Entry(e),
+                (None, Some(l)) => crate::billing::WriteOffTarget::Line(l),
+                (None, None) => anyhow::bail!("give --entry ID or --line KEY"),
+            };
+            print(&run::adjust(&db, &id, target, &reason, &actor).await?);
+        }
+        RunCommand::Approve { run: id } => print(&run::approve(&db, &id, &actor).await?),
+        RunCommand::Finalize { run: id } => print(&run::finalize(&db, &id, &actor).await?),
+        RunCommand::Show { run: id } => println!(
+            "{}",
+            serde_json::to_string_pretty(&run::load(&db, &id).await?)?
+        ),
+        RunCommand::Reports { run: id, out } => {
+            let r = run::load(&db, &id).await?;
+            std::fs::create_dir_all(&out)?;
+            for t in &r.targets {
+                std::fs::write(
+                    out.join(format!("{}.json", t.report.id)),
+                    serde_json::to_string_pretty(&t.report)?,
+                )?;
+                std::fs::write(
+                    out.join(format!("{}.html", t.report.id)),
+                    crate::billing::report::html(&t.report),
+                )?;
+            }
+            println!(
+                "{} service reports written to {}",
+                r.targets.len(),
+                out.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn parse_since(s: &str) -> anyhow::Result<i64> {

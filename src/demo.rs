@@ -6,8 +6,10 @@
 //! goodwill work, a late correction, an entry without a reason for being free, an unknown
 //! organization) through the real HTTP ingress with an intake token. The bus delivers it to the
 //! consumers; the demo waits until everything is applied and writes what the hub produced:
-//! `time-entries.json`, `work-by-customer.csv`, `review.json`, `dead-letters.json`,
-//! `summary.txt`. Each capability of the hub extends this demo.
+//! `time-entries.json`, `work-by-customer.csv`, `review.json`, `dead-letters.json`, then runs
+//! the monthly billing (preview → approve → finalize) and writes `invoices/*.json` and
+//! `service-reports/*.{json,html}`, and `summary.txt`. Each capability of the hub extends this
+//! demo.
 
 use crate::access::{create_token, Role};
 use crate::config::Config;
@@ -23,6 +25,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const SOURCE: &str = "helpdesk-sample";
+
+/// The master data of the demo: the full example from `docs/master-data.md`.
+pub const MASTER_DATA: &str = include_str!("../docs/examples/master-data.toml");
 
 struct SampleCustomer {
     id: &'static str,
@@ -245,18 +250,24 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
     let hub = Hub::build(cfg).await?;
     let db = hub.db.clone();
 
-    // Master data (the first part of it: customers and their helpdesk organizations).
-    let mut tx = db.begin().await?;
-    for c in CUSTOMERS {
-        let doc = serde_json::json!({ "id": c.id, "name": c.name, "helpdesk_org_id": c.org });
-        work::upsert_customer(&mut tx, c.id, c.name, Some(c.org), &doc).await?;
-    }
-    tx.commit().await?;
+    // Master data: the documented example (seller, number range, customers, contracts).
+    let md = crate::masterdata::MasterData::from_toml(MASTER_DATA)?;
+    crate::masterdata::import(&db, &md, "demo").await?;
 
     let stop = CancellationToken::new();
     let s = stop.clone();
     let running = tokio::spawn(async move { hub.run(s).await });
     let base = format!("http://127.0.0.1:{port}");
+    let up = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if up.elapsed() > Duration::from_secs(30) || running.is_finished() {
+            anyhow::bail!("the demo hub did not start listening on {base}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let token = create_token(&db, "demo helpdesk", &Role::Intake(SOURCE.into()), "demo")
         .await?
         .token;
@@ -274,8 +285,18 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
         post(&base, &token, &events_json(&batch)).await?;
         settle(&db).await?;
     }
+    // The monthly run: preview → approve → finalize (numbers, invoices, invoice.finalized).
+    let period: canonical::work::Period = "2026-10".parse()?;
+    let preview = crate::billing::run::preview(&db, period, None, "demo").await?;
+    crate::billing::run::approve(&db, &preview.id, "demo").await?;
+    let run = crate::billing::run::finalize(&db, &preview.id, "demo").await?;
+    settle(&db).await?;
     stop.cancel();
     running.await??;
+    let invoices_dir = out.join("invoices");
+    let reports_dir = out.join("service-reports");
+    std::fs::create_dir_all(&invoices_dir)?;
+    std::fs::create_dir_all(&reports_dir)?;
 
     // What the hub produced.
     let db = crate::store::Db::open(&url, 2).await?;
@@ -318,6 +339,44 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&dead)?,
     )?;
 
+    let mut invoice_lines = Vec::new();
+    for t in &run.targets {
+        std::fs::write(
+            reports_dir.join(format!("{}.json", t.report.id)),
+            serde_json::to_string_pretty(&t.report)?,
+        )?;
+        std::fs::write(
+            reports_dir.join(format!("{}.html", t.report.id)),
+            crate::billing::report::html(&t.report),
+        )?;
+        if let Some(n) = &t.invoice_number {
+            if let Some(inv) = crate::billing::run::invoice(&db, n).await? {
+                std::fs::write(
+                    invoices_dir.join(format!("{n}.json")),
+                    serde_json::to_string_pretty(&inv)?,
+                )?;
+                invoice_lines.push(format!(
+                    "  {n}  {:<36} net {:>9} €  VAT {:>8} €  gross {:>9} €",
+                    inv.buyer.name, inv.totals.net, inv.totals.vat, inv.totals.gross
+                ));
+            }
+        }
+        if let Some(c) = &t.rating.contingent {
+            invoice_lines.push(format!(
+                "  contingent {}: opening {} + allotment {} − consumption {} → closing {} min (overdraft {})",
+                t.contract_id, c.opening, c.allotment, c.consumption, c.closing, c.overdraft
+            ));
+        }
+        for x in &t.rating.crossings {
+            invoice_lines.push(format!(
+                "  threshold {} % of contract {} crossed by entry {} on {}",
+                x.percent,
+                t.contract_id,
+                x.entry_id,
+                x.at.format("%d.%m.%Y")
+            ));
+        }
+    }
     let mut summary = String::new();
     let _ = writeln!(
         summary,
@@ -357,6 +416,14 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
             d.routing_key, d.consumer, d.reason
         );
     }
+    let _ = writeln!(summary, "invoice run {} (October 2026), finalized:", run.id);
+    for l in &invoice_lines {
+        let _ = writeln!(summary, "{l}");
+    }
+    let waiting = outbox::backlog(&db).await?;
+    if waiting > 0 {
+        let _ = writeln!(summary, "outbox: {waiting} invoice.finalized events wait for an export consumer (none configured)");
+    }
     let _ = writeln!(summary, "results in {}", out.display());
     std::fs::write(out.join("summary.txt"), &summary)?;
     print!("{summary}");
@@ -393,7 +460,11 @@ async fn post(base: &str, token: &str, body: &serde_json::Value) -> anyhow::Resu
 async fn settle(db: &crate::store::Db) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let backlog = outbox::backlog(db).await?;
+        // Events no consumer is bound to yet stay in the outbox with their error (retried later).
+        let backlog: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox_pending WHERE last_error IS NULL")
+                .fetch_one(&db.pool)
+                .await?;
         let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bus_queue")
             .fetch_one(&db.pool)
             .await?;

@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod intake;
+pub mod masterdata;
 pub mod pipeline;
 pub mod relay;
 pub mod runtime;

@@ -4,7 +4,9 @@
 //! where `BILLING.md` is silent, are in `docs/billing.md`.
 
 pub mod rating;
+pub mod report;
 pub mod rounding;
+pub mod run;
 
 pub use rating::{
     rate, MinuteSplit, RatedEntry, Rating, RatingError, RatingInput, ThresholdCrossing, WriteOff,

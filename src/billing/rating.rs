@@ -82,6 +82,7 @@ impl MinuteSplit {
 /// One rated entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RatedEntry {
+    pub source: String,
     pub entry_id: String,
     pub ticket_id: String,
     pub level: String,
@@ -749,6 +750,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
             });
         }
         entries.push(RatedEntry {
+            source: w.e.source.clone(),
             entry_id: w.e.id.clone(),
             ticket_id: w.e.ticket_id.clone(),
             level: w.e.level.clone(),

@@ -190,9 +190,9 @@ pub enum ContractKind {
     },
 }
 
-/// A customer's support contract.
+/// A customer's support contract. (Not `deny_unknown_fields`: serde cannot combine it with the
+/// flattened kind; the master-data document that produces contracts is strict instead.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Contract {
     pub id: String,
     pub customer_id: String,

@@ -66,6 +66,48 @@ pub struct Totals {
     pub gross: Decimal,
 }
 
+/// Invoice or credit note (EN 16931 type codes 380 / 381).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceKind {
+    Invoice,
+    CreditNote,
+}
+
+/// A finalized invoice: everything an exporter needs, frozen at finalization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    pub number: String,
+    pub kind: InvoiceKind,
+    /// For a credit note: the invoice it corrects.
+    #[serde(default)]
+    pub original_number: Option<String>,
+    #[serde(default)]
+    pub run_id: Option<String>,
+    pub number_range: String,
+    pub issue_date: chrono::NaiveDate,
+    pub due_date: chrono::NaiveDate,
+    pub period: crate::work::Period,
+    pub period_start: chrono::NaiveDate,
+    pub period_end: chrono::NaiveDate,
+    #[serde(default)]
+    pub seller: Option<crate::customer::Seller>,
+    pub buyer: crate::customer::Customer,
+    #[serde(default)]
+    pub buyer_reference: Option<String>,
+    pub contract_id: String,
+    pub lines: Vec<InvoiceLine>,
+    pub vat: Vec<VatBreakdown>,
+    pub totals: Totals,
+    pub currency: String,
+    pub payment_terms: String,
+    #[serde(default)]
+    pub service_report_id: Option<String>,
+    /// Free text, e.g. the reason of a credit note.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
 /// Rounds an amount half-up (away from zero at .5) to cents.
 pub fn cents(amount: Decimal) -> Decimal {
     amount.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
