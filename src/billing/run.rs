@@ -509,6 +509,16 @@ async fn store_invoice(tx: &mut Tx<'_>, inv: &Invoice) -> Result<(), sqlx::Error
 
 /// Finalizes an approved run; finalizing twice changes nothing.
 pub async fn finalize(db: &Db, id: &str, actor: &str) -> Result<InvoiceRun, RunError> {
+    // Master data is read before the transaction: inside it, the connection holding the write
+    // lock must not wait for a second pooled connection.
+    let frozen = load(db, id).await?;
+    let seller = masterdata::seller(db).await?;
+    let mut buyers = std::collections::HashMap::new();
+    for t in &frozen.targets {
+        if let Some(c) = masterdata::customer(db, &t.customer_id).await? {
+            buyers.insert(t.customer_id.clone(), c);
+        }
+    }
     let mut tx = db.begin().await?;
     // The claim is the transaction's first write: concurrent finalizers serialize here.
     let claimed = sqlx::query("UPDATE invoice_runs SET state = 'finalized', finalized_at = $1 WHERE id = $2 AND state = 'approved'")
@@ -534,10 +544,9 @@ pub async fn finalize(db: &Db, id: &str, actor: &str) -> Result<InvoiceRun, RunE
         .fetch_one(&mut *tx)
         .await?;
     let mut run: InvoiceRun = decode(&doc)?;
-    let seller = masterdata::seller(db).await?;
     let today = berlin_today();
     for t in &mut run.targets {
-        let Some(buyer) = masterdata::customer(db, &t.customer_id).await? else {
+        let Some(buyer) = buyers.get(&t.customer_id).cloned() else {
             return Err(RunError::Invalid(format!(
                 "customer {} vanished from master data",
                 t.customer_id
