@@ -175,6 +175,15 @@ impl Default for BusSection {
 impl Default for Config {
     fn default() -> Self {
         let mut schedule = BTreeMap::new();
+        // The monthly billing run: a preview of the previous month, 06:00 Berlin on the 1st.
+        schedule.insert(
+            "invoice_run".to_string(),
+            ScheduleSection {
+                cron: "0 0 6 1 * *".into(),
+                timezone: default_timezone(),
+                enabled: true,
+            },
+        );
         schedule.insert(
             "housekeeping".to_string(),
             ScheduleSection {

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::relay::Relay;
 use crate::schedule::{Entry, Housekeeping, Job, Scheduler};
+
 use crate::store::Db;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +43,10 @@ impl Hub {
                 keep_inbox_days: 90,
                 keep_outbox_days: 30,
             }),
+        );
+        jobs.insert(
+            "invoice_run".into(),
+            Arc::new(crate::schedule::MonthlyPreview { db: db.clone() }),
         );
         Ok(Self {
             cfg,

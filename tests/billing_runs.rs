@@ -219,3 +219,29 @@ macro_rules! both {
 both!(run_lifecycle);
 both!(concurrent_finalizers_are_gapless);
 both!(invalid_master_data_names_the_place_and_changes_nothing);
+
+/// The monthly schedule creates the previous month's preview run once, even with several hub
+/// processes ticking at the same moment.
+async fn monthly_schedule_creates_the_preview_once(db: Db) {
+    use drehkreuz::schedule::{Entry, MonthlyPreview, Scheduler};
+    setup(&db).await;
+    let mk = |name: &str| {
+        Scheduler::new(
+            db.clone(),
+            name,
+            vec![Entry::new("invoice_run", "0 0 6 1 * *", "Europe/Berlin", std::sync::Arc::new(MonthlyPreview { db: db.clone() })).unwrap()],
+        )
+    };
+    let (a, b) = (mk("hub-a"), mk("hub-b"));
+    let now: chrono::DateTime<chrono::Utc> = "2026-11-01T05:00:01Z".parse().unwrap(); // 06:00:01 Berlin
+    let reg = vec![0i64];
+    let (ra, rb) = tokio::join!(a.tick(now, &reg), b.tick(now, &reg));
+    assert_eq!(ra.unwrap().len() + rb.unwrap().len(), 1);
+    let runs = run::list(&db, Some("2026-10")).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].2, "preview");
+    assert!(a.tick(now, &reg).await.unwrap().is_empty());
+    assert_eq!(run::list(&db, Some("2026-10")).await.unwrap().len(), 1);
+}
+
+both!(monthly_schedule_creates_the_preview_once);

@@ -3,6 +3,7 @@
 //! document is generated from the same handlers (utoipa) and served at `/api/openapi.json`,
 //! so it lists exactly the routes the router has.
 
+pub mod billing;
 pub mod deadletters;
 pub mod events;
 pub mod problem;
@@ -60,6 +61,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(utoipa_axum::routes!(readyz))
         .merge(events::routes())
         .merge(deadletters::routes())
+        .merge(billing::routes())
         .split_for_parts()
 }
 
