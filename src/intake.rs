@@ -90,7 +90,13 @@ impl Handler for WorkIntake {
                     review::add(tx, "unknown_customer", &e.source, &format!("time_entry:{}", e.id), &reason, &ev.data)
                         .await?;
                 }
-                work::upsert_entry(tx, &e, customer.as_deref()).await?;
+                let written = work::upsert_entry(tx, &e, customer.as_deref()).await?;
+                if let (Some(c), true) = (customer.as_deref(), written != work::Written::Stale) {
+                    let key = format!("{}/{}@{}", e.source, e.id, e.version);
+                    let ev = crate::billing::ledger::work_recorded(c, e.period(), &key)
+                        .map_err(|err| HandlerError::Permanent(err.to_string()))?;
+                    crate::store::outbox::enqueue(tx, &ev).await?;
+                }
             }
             "time_entry.deleted" => {
                 let d: Deletion = decode(ev, "deletion")?;

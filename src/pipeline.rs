@@ -7,9 +7,20 @@ use crate::store::Db;
 use std::sync::Arc;
 
 /// The consumers of a hub on this store.
-pub fn consumers(_db: &Db) -> Vec<Consumer> {
-    vec![Consumer::new(
-        ConsumerSpec::new(crate::intake::CONSUMER, crate::intake::ROUTING_KEYS),
-        Arc::new(crate::intake::WorkIntake),
-    )]
+pub fn consumers(db: &Db) -> Vec<Consumer> {
+    vec![
+        // Intake of work: tickets, time entries, usage → store (+ `work.recorded`).
+        Consumer::new(
+            ConsumerSpec::new(crate::intake::CONSUMER, crate::intake::ROUTING_KEYS),
+            Arc::new(crate::intake::WorkIntake),
+        ),
+        // Billing: the live contingent ledger → `contingent.threshold_crossed`.
+        Consumer::new(
+            ConsumerSpec::new(
+                crate::billing::ledger::CONSUMER,
+                crate::billing::ledger::ROUTING_KEYS,
+            ),
+            Arc::new(crate::billing::ledger::ContingentLedger { db: db.clone() }),
+        ),
+    ]
 }

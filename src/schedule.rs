@@ -208,7 +208,8 @@ pub struct MonthlyPreview {
 impl Job for MonthlyPreview {
     async fn run(&self, due: DateTime<Utc>) -> anyhow::Result<()> {
         let period = canonical::work::Period::of(due).previous();
-        let run = crate::billing::run::preview(&self.db, period, None, "schedule:invoice_run").await?;
+        let run =
+            crate::billing::run::preview(&self.db, period, None, "schedule:invoice_run").await?;
         tracing::info!(run = %run.id, %period, targets = run.targets.len(), problems = run.problems.len(), "Monthly preview run created.");
         Ok(())
     }

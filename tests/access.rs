@@ -497,21 +497,68 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn billing_and_customer_data_role_boundaries() {
     let hub = start().await;
-    let md = drehkreuz::masterdata::MasterData::from_toml(include_str!("../docs/examples/master-data.toml")).unwrap();
-    drehkreuz::masterdata::import(&hub.db, &md, "test").await.unwrap();
+    let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
+        "../docs/examples/master-data.toml"
+    ))
+    .unwrap();
+    drehkreuz::masterdata::import(&hub.db, &md, "test")
+        .await
+        .unwrap();
     let c = reqwest::Client::new();
-    let (admin, acc, viewer, wh) = (hub.token("admin").await, hub.token("accounting").await, hub.token("viewer:C-1001").await, hub.token("intake:warehouse").await);
+    let (admin, acc, viewer, wh) = (
+        hub.token("admin").await,
+        hub.token("accounting").await,
+        hub.token("viewer:C-1001").await,
+        hub.token("intake:warehouse").await,
+    );
     let url = |p: &str| format!("{}{p}", hub.base);
 
     // Customer data: own customer yes, another no, an unknown id is 403 too (nothing revealed).
-    assert_eq!(c.get(url("/api/v1/customers/C-1001/contingents")).bearer_auth(&viewer).send().await.unwrap().status(), 200);
-    assert_eq!(c.get(url("/api/v1/customers/C-1001")).bearer_auth(&viewer).send().await.unwrap().status(), 200);
-    for p in ["/api/v1/customers/C-1002/contingents", "/api/v1/customers/NOPE/contingents", "/api/v1/customers/C-1002"] {
-        let (s, _) = status_and_problem(c.get(url(p)).bearer_auth(&viewer).send().await.unwrap()).await;
+    assert_eq!(
+        c.get(url("/api/v1/customers/C-1001/contingents"))
+            .bearer_auth(&viewer)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(url("/api/v1/customers/C-1001"))
+            .bearer_auth(&viewer)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for p in [
+        "/api/v1/customers/C-1002/contingents",
+        "/api/v1/customers/NOPE/contingents",
+        "/api/v1/customers/C-1002",
+    ] {
+        let (s, _) =
+            status_and_problem(c.get(url(p)).bearer_auth(&viewer).send().await.unwrap()).await;
         assert_eq!(s, 403, "{p}");
     }
-    assert_eq!(c.get(url("/api/v1/customers/NOPE/contingents")).bearer_auth(&admin).send().await.unwrap().status(), 404);
-    let list: serde_json::Value = c.get(url("/api/v1/customers/C-1001/contingents")).bearer_auth(&acc).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        c.get(url("/api/v1/customers/NOPE/contingents"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let list: serde_json::Value = c
+        .get(url("/api/v1/customers/C-1001/contingents"))
+        .bearer_auth(&acc)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list[0]["contract_id"], "K-1001");
     assert_eq!(list[0]["allotment"], "600");
     assert_eq!(list[0]["thresholds"], serde_json::json!([80, 100]));
@@ -519,22 +566,101 @@ async fn billing_and_customer_data_role_boundaries() {
     // Invoice runs: accounting only (separation of duties: not even admin).
     let body = serde_json::json!({ "period": "2026-10" });
     for t in [&admin, &viewer, &wh] {
-        assert_eq!(status_and_problem(c.post(url("/api/v1/invoice-runs")).bearer_auth(t).json(&body).send().await.unwrap()).await.0, 403);
+        assert_eq!(
+            status_and_problem(
+                c.post(url("/api/v1/invoice-runs"))
+                    .bearer_auth(t)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+            )
+            .await
+            .0,
+            403
+        );
     }
-    let (s, p) = status_and_problem(c.post(url("/api/v1/invoice-runs")).bearer_auth(&acc).json(&serde_json::json!({"period": "2026-13"})).send().await.unwrap()).await;
+    let (s, p) = status_and_problem(
+        c.post(url("/api/v1/invoice-runs"))
+            .bearer_auth(&acc)
+            .json(&serde_json::json!({"period": "2026-13"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 422, "{p}");
-    let run: serde_json::Value = c.post(url("/api/v1/invoice-runs")).bearer_auth(&acc).json(&body).send().await.unwrap().json().await.unwrap();
+    let run: serde_json::Value = c
+        .post(url("/api/v1/invoice-runs"))
+        .bearer_auth(&acc)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let id = run["id"].as_str().unwrap().to_string();
-    let (s, _) = status_and_problem(c.post(url(&format!("/api/v1/invoice-runs/{id}/finalize"))).bearer_auth(&acc).send().await.unwrap()).await;
+    let (s, _) = status_and_problem(
+        c.post(url(&format!("/api/v1/invoice-runs/{id}/finalize")))
+            .bearer_auth(&acc)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 409, "finalize before approve");
-    assert_eq!(c.post(url(&format!("/api/v1/invoice-runs/{id}/approve"))).bearer_auth(&acc).send().await.unwrap().status(), 200);
-    let fin: serde_json::Value = c.post(url(&format!("/api/v1/invoice-runs/{id}/finalize"))).bearer_auth(&acc).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        c.post(url(&format!("/api/v1/invoice-runs/{id}/approve")))
+            .bearer_auth(&acc)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let fin: serde_json::Value = c
+        .post(url(&format!("/api/v1/invoice-runs/{id}/finalize")))
+        .bearer_auth(&acc)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(fin["state"], "finalized");
     // Master data: admin only; invalid documents name the place.
-    let (s, p) = status_and_problem(c.put(url("/api/v1/master-data")).bearer_auth(&admin).json(&serde_json::json!({"customers": [{"id": "X"}]})).send().await.unwrap()).await;
+    let (s, p) = status_and_problem(
+        c.put(url("/api/v1/master-data"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"customers": [{"id": "X"}]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 422, "{p}");
-    assert_eq!(status_and_problem(c.put(url("/api/v1/master-data")).bearer_auth(&acc).json(&serde_json::json!({})).send().await.unwrap()).await.0, 403);
-    let acts: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id").fetch_all(&hub.db.pool).await.unwrap();
-    assert!(acts.contains(&"invoice_run.approve".to_string()) && acts.contains(&"invoice_run.finalize".to_string()), "{acts:?}");
+    assert_eq!(
+        status_and_problem(
+            c.put(url("/api/v1/master-data"))
+                .bearer_auth(&acc)
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap()
+        )
+        .await
+        .0,
+        403
+    );
+    let acts: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+        .fetch_all(&hub.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        acts.contains(&"invoice_run.approve".to_string())
+            && acts.contains(&"invoice_run.finalize".to_string()),
+        "{acts:?}"
+    );
     hub.stop().await;
 }

@@ -60,28 +60,44 @@ fn entry(id: &str, ticket: &str, minutes: u32, day: u32) -> TimeEntry {
 async fn put(db: &Db, t: &[Ticket], e: &[TimeEntry]) {
     let mut tx = db.begin().await.unwrap();
     for t in t {
-        let c = work::resolve_customer(&mut tx, None, t.organization_id.as_deref()).await.unwrap();
+        let c = work::resolve_customer(&mut tx, None, t.organization_id.as_deref())
+            .await
+            .unwrap();
         work::upsert_ticket(&mut tx, t, c.as_deref()).await.unwrap();
     }
     for e in e {
-        let c = work::ticket_customer(&mut tx, &e.source, &e.ticket_id).await.unwrap().flatten();
+        let c = work::ticket_customer(&mut tx, &e.source, &e.ticket_id)
+            .await
+            .unwrap()
+            .flatten();
         work::upsert_entry(&mut tx, e, c.as_deref()).await.unwrap();
     }
     tx.commit().await.unwrap();
 }
 
 async fn setup(db: &Db) {
-    drehkreuz::masterdata::import(db, &MasterData::from_toml(MD).unwrap(), "test").await.unwrap();
+    drehkreuz::masterdata::import(db, &MasterData::from_toml(MD).unwrap(), "test")
+        .await
+        .unwrap();
     put(
         db,
         &[ticket("T1", "11"), ticket("T2", "12"), ticket("T3", "13")],
-        &[entry("1", "T1", 90, 5), entry("2", "T1", 20, 6), entry("3", "T2", 7, 7), entry("4", "T2", 50, 8), entry("5", "T3", 45, 9)],
+        &[
+            entry("1", "T1", 90, 5),
+            entry("2", "T1", 20, 6),
+            entry("3", "T2", 7, 7),
+            entry("4", "T2", 50, 8),
+            entry("5", "T3", 45, 9),
+        ],
     )
     .await;
 }
 
 async fn invoices(db: &Db) -> Vec<String> {
-    sqlx::query_scalar("SELECT number FROM invoices ORDER BY number").fetch_all(&db.pool).await.unwrap()
+    sqlx::query_scalar("SELECT number FROM invoices ORDER BY number")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
 }
 
 async fn run_lifecycle(db: Db) {
@@ -90,26 +106,62 @@ async fn run_lifecycle(db: Db) {
     assert_eq!(r.state, RunState::Preview);
     assert_eq!(r.targets.len(), 3, "{:?}", r.problems);
     // C-1002 (T&M, 15 min up, 1st 80 €/h): 7 → 15, 50 → 60 = 75 min = 100,00 €.
-    let t2 = r.targets.iter().find(|t| t.customer_id == "C-1002").unwrap();
+    let t2 = r
+        .targets
+        .iter()
+        .find(|t| t.customer_id == "C-1002")
+        .unwrap();
     assert_eq!(t2.rating.totals.net, dec!(100.00));
     // Same period again: the same open run, recomputed.
     let again = run::preview(&db, period(), None, "test").await.unwrap();
     assert_eq!(again.id, r.id);
 
     // Adjust: write off entry 3 (reason required), then approve.
-    assert!(run::adjust(&db, &r.id, WriteOffTarget::Entry("3".into()), " ", "acc").await.is_err());
-    let adj = run::adjust(&db, &r.id, WriteOffTarget::Entry("3".into()), "Kulanz", "acc").await.unwrap();
-    let t2 = adj.targets.iter().find(|t| t.customer_id == "C-1002").unwrap();
+    assert!(
+        run::adjust(&db, &r.id, WriteOffTarget::Entry("3".into()), " ", "acc")
+            .await
+            .is_err()
+    );
+    let adj = run::adjust(
+        &db,
+        &r.id,
+        WriteOffTarget::Entry("3".into()),
+        "Kulanz",
+        "acc",
+    )
+    .await
+    .unwrap();
+    let t2 = adj
+        .targets
+        .iter()
+        .find(|t| t.customer_id == "C-1002")
+        .unwrap();
     assert_eq!(t2.rating.totals.net, dec!(80.00));
-    assert!(t2.report.entries.iter().any(|e| e.entry_id == "3" && e.status.contains("abgeschrieben: Kulanz")));
+    assert!(t2
+        .report
+        .entries
+        .iter()
+        .any(|e| e.entry_id == "3" && e.status.contains("abgeschrieben: Kulanz")));
     let ap = run::approve(&db, &r.id, "acc").await.unwrap();
     assert_eq!(ap.state, RunState::Approved);
-    assert!(run::adjust(&db, &r.id, WriteOffTarget::Entry("4".into()), "x", "acc").await.is_err(), "frozen");
+    assert!(
+        run::adjust(&db, &r.id, WriteOffTarget::Entry("4".into()), "x", "acc")
+            .await
+            .is_err(),
+        "frozen"
+    );
 
     let fin = run::finalize(&db, &r.id, "acc").await.unwrap();
     assert_eq!(fin.state, RunState::Finalized);
-    assert_eq!(invoices(&db).await, vec!["RE-2026-00001", "RE-2026-00002", "RE-2026-00003"]);
-    let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE routing_key = 'invoice.finalized'").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(
+        invoices(&db).await,
+        vec!["RE-2026-00001", "RE-2026-00002", "RE-2026-00003"]
+    );
+    let events: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE routing_key = 'invoice.finalized'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(events, 3);
     // Finalizing twice changes nothing.
     let fin2 = run::finalize(&db, &r.id, "acc").await.unwrap();
@@ -120,25 +172,56 @@ async fn run_lifecycle(db: Db) {
     assert_eq!(inv.buyer.id, "C-1003");
     assert_eq!(inv.buyer_reference.as_deref(), Some("04011000-12345-67"));
     assert!(inv.seller.is_some());
-    assert_eq!(inv.service_report_id.as_deref(), Some("LN-2026-10-C-1003-K-1003"));
+    assert_eq!(
+        inv.service_report_id.as_deref(),
+        Some("LN-2026-10-C-1003-K-1003")
+    );
     assert_eq!(inv.totals.gross, inv.totals.net + inv.totals.vat);
     // Immutable.
-    let upd = sqlx::query("UPDATE invoices SET gross = '0'").execute(&db.pool).await;
+    let upd = sqlx::query("UPDATE invoices SET gross = '0'")
+        .execute(&db.pool)
+        .await;
     assert!(upd.unwrap_err().to_string().contains("immutable"));
-    assert!(sqlx::query("DELETE FROM invoices").execute(&db.pool).await.is_err());
+    assert!(sqlx::query("DELETE FROM invoices")
+        .execute(&db.pool)
+        .await
+        .is_err());
 
     // A late entry: the next run of the same period bills only it; the contingent fee is not charged twice.
-    put(&db, &[], &[entry("6", "T2", 30, 20), entry("7", "T1", 15, 21)]).await;
+    put(
+        &db,
+        &[],
+        &[entry("6", "T2", 30, 20), entry("7", "T1", 15, 21)],
+    )
+    .await;
     let late = run::preview(&db, period(), None, "test").await.unwrap();
     assert_ne!(late.id, r.id);
-    let t2 = late.targets.iter().find(|t| t.customer_id == "C-1002").unwrap();
+    let t2 = late
+        .targets
+        .iter()
+        .find(|t| t.customer_id == "C-1002")
+        .unwrap();
     assert_eq!(t2.rating.entries.len(), 1);
     assert_eq!(t2.rating.totals.net, dec!(40.00));
-    let t1 = late.targets.iter().find(|t| t.customer_id == "C-1001").unwrap();
+    let t1 = late
+        .targets
+        .iter()
+        .find(|t| t.customer_id == "C-1001")
+        .unwrap();
     assert_eq!(t1.rating.entries.len(), 1);
-    assert!(t1.rating.lines.iter().all(|l| l.key != "FEE" || l.net.is_zero()), "no second fee");
+    assert!(
+        t1.rating
+            .lines
+            .iter()
+            .all(|l| l.key != "FEE" || l.net.is_zero()),
+        "no second fee"
+    );
     let c = t1.rating.contingent.as_ref().unwrap();
-    assert_eq!((c.opening, c.allotment), (dec!(480), dec!(0)), "continues from the booked closing");
+    assert_eq!(
+        (c.opening, c.allotment),
+        (dec!(480), dec!(0)),
+        "continues from the booked closing"
+    );
     run::approve(&db, &late.id, "acc").await.unwrap();
     run::finalize(&db, &late.id, "acc").await.unwrap();
     let all = invoices(&db).await;
@@ -146,16 +229,34 @@ async fn run_lifecycle(db: Db) {
     assert_eq!(all[3], "RE-2026-00004");
 
     // Credit note: new number, references the original, negative amounts, entries billable again.
-    let note = run::credit(&db, "RE-2026-00002", "Leistung doppelt erfasst", "acc").await.unwrap();
+    let note = run::credit(&db, "RE-2026-00002", "Leistung doppelt erfasst", "acc")
+        .await
+        .unwrap();
     assert_eq!(note.number, "RE-2026-00006");
     assert_eq!(note.original_number.as_deref(), Some("RE-2026-00002"));
     assert_eq!(note.totals.net, dec!(-80.00));
-    assert!(run::credit(&db, "RE-2026-00002", "again", "acc").await.is_err());
+    assert!(run::credit(&db, "RE-2026-00002", "again", "acc")
+        .await
+        .is_err());
     assert!(run::credit(&db, "RE-2026-00002", "", "acc").await.is_err());
-    let reopened: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM time_entries WHERE id = '4' AND billed_invoice IS NULL").fetch_one(&db.pool).await.unwrap();
+    let reopened: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM time_entries WHERE id = '4' AND billed_invoice IS NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(reopened, 1);
-    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id").fetch_all(&db.pool).await.unwrap();
-    for a in ["master_data.import", "invoice_run.write_off", "invoice_run.approve", "invoice_run.finalize", "invoice.credit_note"] {
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    for a in [
+        "master_data.import",
+        "invoice_run.write_off",
+        "invoice_run.approve",
+        "invoice_run.finalize",
+        "invoice.credit_note",
+    ] {
         assert!(actions.iter().any(|x| x == a), "{a} audited: {actions:?}");
     }
 }
@@ -173,27 +274,51 @@ async fn concurrent_finalizers_are_gapless(db: Db) {
     for id in &ids {
         for _ in 0..3 {
             let (db, id) = (db.clone(), id.clone());
-            handles.push(tokio::spawn(async move { run::finalize(&db, &id, "t").await.map(|r| r.state) }));
+            handles.push(tokio::spawn(async move {
+                run::finalize(&db, &id, "t").await.map(|r| r.state)
+            }));
         }
     }
     for h in handles {
         assert_eq!(h.await.unwrap().unwrap(), RunState::Finalized);
     }
-    assert_eq!(invoices(&db).await, vec!["RE-2026-00001", "RE-2026-00002", "RE-2026-00003"]);
-    let next: i64 = sqlx::query_scalar("SELECT next FROM number_ranges WHERE id = 'RE'").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(
+        invoices(&db).await,
+        vec!["RE-2026-00001", "RE-2026-00002", "RE-2026-00003"]
+    );
+    let next: i64 = sqlx::query_scalar("SELECT next FROM number_ranges WHERE id = 'RE'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(next, 4, "no number consumed without an invoice");
 }
 
 async fn invalid_master_data_names_the_place_and_changes_nothing(db: Db) {
-    let bad = MD.replace("datev_account = 10002", "datev_account = 5").replace("overage_hourly = \"95.00\", ", "");
+    let bad = MD
+        .replace("datev_account = 10002", "datev_account = 5")
+        .replace("overage_hourly = \"95.00\", ", "");
     let doc = MasterData::from_toml(&bad).unwrap();
-    let err = drehkreuz::masterdata::import(&db, &doc, "t").await.unwrap_err().to_string();
+    let err = drehkreuz::masterdata::import(&db, &doc, "t")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("customers[1].datev_account"), "{err}");
-    assert!(err.contains("contracts[0].contingent.overage_hourly"), "{err}");
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers").fetch_one(&db.pool).await.unwrap();
+    assert!(
+        err.contains("contracts[0].contingent.overage_hourly"),
+        "{err}"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(n, 0, "nothing written");
-    let syntax = MasterData::from_toml("[[customers]]\nid = 5\n").unwrap_err().to_string();
-    assert!(syntax.contains("line 2") || syntax.contains("id"), "{syntax}");
+    let syntax = MasterData::from_toml("[[customers]]\nid = 5\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        syntax.contains("line 2") || syntax.contains("id"),
+        "{syntax}"
+    );
     let unknown = MasterData::from_toml("[[contracts]]\nid = \"K\"\ncustomer_id = \"X\"\nkind = \"time_and_material\"\nrateCard = 1\n").unwrap_err().to_string();
     assert!(unknown.contains("rateCard"), "{unknown}");
 }
@@ -209,7 +334,9 @@ macro_rules! both {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some((db, _)) = fresh_pg().await else { return };
+                let Some((db, _)) = fresh_pg().await else {
+                    return;
+                };
                 super::$name(db).await
             }
         }
@@ -229,7 +356,13 @@ async fn monthly_schedule_creates_the_preview_once(db: Db) {
         Scheduler::new(
             db.clone(),
             name,
-            vec![Entry::new("invoice_run", "0 0 6 1 * *", "Europe/Berlin", std::sync::Arc::new(MonthlyPreview { db: db.clone() })).unwrap()],
+            vec![Entry::new(
+                "invoice_run",
+                "0 0 6 1 * *",
+                "Europe/Berlin",
+                std::sync::Arc::new(MonthlyPreview { db: db.clone() }),
+            )
+            .unwrap()],
         )
     };
     let (a, b) = (mk("hub-a"), mk("hub-b"));

@@ -4,9 +4,9 @@
 mod support;
 
 use canonical::work::{Ticket, TimeEntry};
-use drehkreuz::bus::{Bus, Consumer, ConsumerSpec};
+use drehkreuz::bus::{Bus, ConsumerSpec};
 use drehkreuz::config::BusKind;
-use drehkreuz::intake::{ticket_event, time_entry_event, Deletion, WorkIntake};
+use drehkreuz::intake::{ticket_event, time_entry_event, Deletion};
 use drehkreuz::relay::Relay;
 use drehkreuz::store::{deadletter, outbox, review, work, Db};
 use std::sync::Arc;
@@ -76,15 +76,14 @@ async fn hub(kind: BusKind) -> Option<Hub> {
     };
     let cfg = test_config(kind, &url);
     let bus: Arc<dyn Bus> = drehkreuz::bus::from_config(&cfg, &db).await.unwrap();
-    let c = Consumer::new(
-        ConsumerSpec::new("work-intake", drehkreuz::intake::ROUTING_KEYS),
-        Arc::new(WorkIntake),
-    );
-    bus.declare(std::slice::from_ref(&c.spec)).await.unwrap();
+    // The hub's real consumers (intake and the contingent ledger).
+    let consumers = drehkreuz::pipeline::consumers(&db);
+    let specs: Vec<ConsumerSpec> = consumers.iter().map(|c| c.spec.clone()).collect();
+    bus.declare(&specs).await.unwrap();
     let stop = CancellationToken::new();
     let (b, s) = (bus.clone(), stop.clone());
     let mut tasks = vec![tokio::spawn(
-        async move { b.run(vec![c], s).await.unwrap() },
+        async move { b.run(consumers, s).await.unwrap() },
     )];
     let relay = Relay::new(
         db.clone(),
@@ -119,8 +118,16 @@ impl Hub {
         outbox::enqueue_all(&self.db, &events).await.unwrap();
     }
     async fn settled(&self) {
+        // Threshold notices have no consumer here: they stay in the outbox with their error.
         eventually(Duration::from_secs(30), "outbox published", || async {
-            outbox::backlog(&self.db).await.unwrap() == 0
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM outbox_pending p JOIN outbox o ON o.id = p.outbox_id \
+                 WHERE o.routing_key <> 'contingent.threshold_crossed'",
+            )
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+                == 0
         })
         .await;
         // Give the consumer time to apply what was published.
@@ -147,7 +154,7 @@ impl Hub {
         for t in self.tasks.drain(..) {
             t.await.unwrap();
         }
-        cleanup_rabbit(&self.cfg, &["work-intake"]).await;
+        cleanup_rabbit(&self.cfg, &["work-intake", "contingent-ledger"]).await;
     }
 }
 
@@ -377,4 +384,87 @@ fn demo_runs_on_embedded_defaults_and_writes_results() {
     )
     .unwrap();
     assert_eq!(dead.as_array().unwrap().len(), 1);
+}
+
+async fn thresholds_are_announced_once_as_work_arrives(kind: BusKind) {
+    let Some(h) = hub(kind).await else { return };
+    let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
+        "../docs/examples/master-data.toml"
+    ))
+    .unwrap();
+    drehkreuz::masterdata::import(&h.db, &md, "test")
+        .await
+        .unwrap();
+    // C-1001 (org 11): 600 min per month, thresholds 80 % and 100 %.
+    let mut k1 = ticket("K1", "11", 1);
+    k1.customer_id = Some("C-1001".into());
+    h.send(vec![ticket_event(&k1, true).unwrap()]).await;
+    h.settled().await;
+    let notices = |h: &Hub| {
+        let db = h.db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT envelope FROM outbox WHERE routing_key = 'contingent.threshold_crossed' ORDER BY id")
+                .fetch_all(&db.pool)
+                .await
+                .unwrap()
+        }
+    };
+    h.send(
+        (0..5)
+            .map(|i| time_entry_event(&entry(&format!("k{i}"), "K1", 90, 1), true).unwrap())
+            .collect(),
+    )
+    .await; // 450 min
+    h.settled().await;
+    assert!(notices(&h).await.is_empty(), "75 %: nothing yet");
+    h.send(vec![
+        time_entry_event(&entry("k5", "K1", 60, 1), true).unwrap()
+    ])
+    .await; // 510 min = 85 %
+    h.settled().await;
+    eventually(Duration::from_secs(10), "80 % notice", || async {
+        notices(&h).await.len() == 1
+    })
+    .await;
+    let n: serde_json::Value = serde_json::from_str(&notices(&h).await[0]).unwrap();
+    assert_eq!(n["data"]["percent"], 80);
+    assert_eq!(n["data"]["contract_id"], "K-1001");
+    assert_eq!(
+        n["data"]["notify"][0]["email"],
+        "p.mueller@mueller-stb.example"
+    );
+    // Redelivery and an edit below the next threshold: still one notice.
+    h.send(vec![
+        time_entry_event(&entry("k5", "K1", 60, 1), true).unwrap(),
+        time_entry_event(&entry("k5", "K1", 75, 2), false).unwrap(),
+    ])
+    .await;
+    h.settled().await;
+    assert_eq!(notices(&h).await.len(), 1);
+    h.send(vec![
+        time_entry_event(&entry("k6", "K1", 120, 1), true).unwrap()
+    ])
+    .await; // 645 min ≥ 600
+    h.settled().await;
+    eventually(Duration::from_secs(10), "100 % notice", || async {
+        notices(&h).await.len() == 2
+    })
+    .await;
+    h.send(vec![
+        time_entry_event(&entry("k7", "K1", 30, 1), true).unwrap()
+    ])
+    .await;
+    h.settled().await;
+    assert_eq!(notices(&h).await.len(), 2, "once per threshold and period");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_thresholds_once() {
+    thresholds_are_announced_once_as_work_arrives(BusKind::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_thresholds_once() {
+    thresholds_are_announced_once_as_work_arrives(BusKind::Rabbitmq).await
 }

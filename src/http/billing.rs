@@ -44,7 +44,8 @@ fn store(e: sqlx::Error) -> Problem {
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
-    serde_json::from_slice(body).map_err(|e| Problem::unprocessable("", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| Problem::unprocessable("", format!("invalid JSON body: {e}")))
 }
 
 /// Replaces/extends master data from one document (JSON form of the TOML schema).
@@ -57,13 +58,25 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Problem>
         (status = 403, description = "Not admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid; `detail` lists every place and reason; nothing changed", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json")))]
-async fn put_master_data(caller: Caller, State(st): State<AppState>, body: Bytes) -> Result<Json<masterdata::ImportSummary>, Problem> {
+async fn put_master_data(
+    caller: Caller,
+    State(st): State<AppState>,
+    body: Bytes,
+) -> Result<Json<masterdata::ImportSummary>, Problem> {
     caller.require(Permission::Admin)?;
     let doc: MasterData = json_body(&body)?;
-    masterdata::import(&st.db, &doc, &caller.actor()).await.map(Json).map_err(|e| match e {
-        masterdata::ImportError::Invalid(p) => Problem::unprocessable(p.0.first().map(|s| s.split(':').next().unwrap_or("")).unwrap_or(""), p.to_string()),
-        masterdata::ImportError::Store(e) => store(e),
-    })
+    masterdata::import(&st.db, &doc, &caller.actor())
+        .await
+        .map(Json)
+        .map_err(|e| match e {
+            masterdata::ImportError::Invalid(p) => Problem::unprocessable(
+                p.0.first()
+                    .map(|s| s.split(':').next().unwrap_or(""))
+                    .unwrap_or(""),
+                p.to_string(),
+            ),
+            masterdata::ImportError::Store(e) => store(e),
+        })
 }
 
 /// One customer's master data.
@@ -74,9 +87,17 @@ async fn put_master_data(caller: Caller, State(st): State<AppState>, body: Bytes
         (status = 401, description = "Missing or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not allowed for this customer", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json")))]
-async fn get_customer(caller: Caller, State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<canonical::customer::Customer>, Problem> {
+async fn get_customer(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<canonical::customer::Customer>, Problem> {
     caller.require(Permission::ViewCustomer(&id))?;
-    masterdata::customer(&st.db, &id).await.map_err(store)?.map(Json).ok_or_else(|| Problem::not_found(format!("no customer {id}")))
+    masterdata::customer(&st.db, &id)
+        .await
+        .map_err(store)?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no customer {id}")))
 }
 
 /// A contingent as it stands now.
@@ -105,16 +126,31 @@ pub struct ContingentNow {
         (status = 403, description = "Not allowed for this customer", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json")))]
-async fn get_contingents(caller: Caller, State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<ContingentNow>>, Problem> {
+async fn get_contingents(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<ContingentNow>>, Problem> {
     caller.require(Permission::ViewCustomer(&id))?;
-    if masterdata::customer(&st.db, &id).await.map_err(store)?.is_none() {
+    if masterdata::customer(&st.db, &id)
+        .await
+        .map_err(store)?
+        .is_none()
+    {
         return Err(Problem::not_found(format!("no customer {id}")));
     }
     let period = canonical::work::Period::of(chrono::Utc::now());
     let mut out = Vec::new();
-    for (c, _) in masterdata::contracts(&st.db, Some(&id)).await.map_err(store)? {
-        let canonical::contract::ContractKind::Contingent(t) = &c.kind else { continue };
-        let rating = run::rate_contract(&st.db, &c, period, &[]).await.map_err(store)?;
+    for (c, _) in masterdata::contracts(&st.db, Some(&id))
+        .await
+        .map_err(store)?
+    {
+        let canonical::contract::ContractKind::Contingent(t) = &c.kind else {
+            continue;
+        };
+        let rating = run::rate_contract(&st.db, &c, period, &[])
+            .await
+            .map_err(store)?;
         let Ok(r) = rating else { continue };
         if let Some(s) = r.contingent {
             out.push(ContingentNow {
@@ -150,11 +186,21 @@ pub struct RunRequest {
         (status = 409, description = "An approved run of the period waits for finalization", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad request", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json")))]
-async fn create_run(caller: Caller, State(st): State<AppState>, body: Bytes) -> Result<Json<run::InvoiceRun>, Problem> {
+async fn create_run(
+    caller: Caller,
+    State(st): State<AppState>,
+    body: Bytes,
+) -> Result<Json<run::InvoiceRun>, Problem> {
     caller.require(Permission::Accounting)?;
     let req: RunRequest = json_body(&body)?;
-    let period: canonical::work::Period = req.period.parse().map_err(|e: canonical::work::Invalid| Problem::unprocessable("/period", e.to_string()))?;
-    run::preview(&st.db, period, req.customer.as_deref(), &caller.actor()).await.map(Json).map_err(run_problem)
+    let period: canonical::work::Period = req
+        .period
+        .parse()
+        .map_err(|e: canonical::work::Invalid| Problem::unprocessable("/period", e.to_string()))?;
+    run::preview(&st.db, period, req.customer.as_deref(), &caller.actor())
+        .await
+        .map(Json)
+        .map_err(run_problem)
 }
 
 /// A run with its targets, ratings and service reports.
@@ -165,7 +211,11 @@ async fn create_run(caller: Caller, State(st): State<AppState>, body: Bytes) -> 
         (status = 401, description = "Missing or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not accounting", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json")))]
-async fn get_run(caller: Caller, State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<run::InvoiceRun>, Problem> {
+async fn get_run(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<run::InvoiceRun>, Problem> {
     caller.require(Permission::Accounting)?;
     run::load(&st.db, &id).await.map(Json).map_err(run_problem)
 }
@@ -189,15 +239,28 @@ pub struct WriteOffRequest {
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not a preview", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No reason, or unknown entry/line", body = Problem, content_type = "application/problem+json")))]
-async fn write_off(caller: Caller, State(st): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Json<run::InvoiceRun>, Problem> {
+async fn write_off(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<run::InvoiceRun>, Problem> {
     caller.require(Permission::Accounting)?;
     let req: WriteOffRequest = json_body(&body)?;
     let target = match (req.entry, req.line) {
         (Some(e), None) => WriteOffTarget::Entry(e),
         (None, Some(l)) => WriteOffTarget::Line(l),
-        _ => return Err(Problem::unprocessable("/entry", "give exactly one of `entry` or `line`")),
+        _ => {
+            return Err(Problem::unprocessable(
+                "/entry",
+                "give exactly one of `entry` or `line`",
+            ))
+        }
     };
-    run::adjust(&st.db, &id, target, &req.reason, &caller.actor()).await.map(Json).map_err(run_problem)
+    run::adjust(&st.db, &id, target, &req.reason, &caller.actor())
+        .await
+        .map(Json)
+        .map_err(run_problem)
 }
 
 /// Freezes a preview run.
@@ -210,9 +273,16 @@ async fn write_off(caller: Caller, State(st): State<AppState>, Path(id): Path<St
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not a preview", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The run has problems", body = Problem, content_type = "application/problem+json")))]
-async fn approve(caller: Caller, State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<run::InvoiceRun>, Problem> {
+async fn approve(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<run::InvoiceRun>, Problem> {
     caller.require(Permission::Accounting)?;
-    run::approve(&st.db, &id, &caller.actor()).await.map(Json).map_err(run_problem)
+    run::approve(&st.db, &id, &caller.actor())
+        .await
+        .map(Json)
+        .map_err(run_problem)
 }
 
 /// Numbers, stores and publishes the invoices of an approved run (idempotent).
@@ -225,9 +295,15 @@ async fn approve(caller: Caller, State(st): State<AppState>, Path(id): Path<Stri
         (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not approved", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Master data missing", body = Problem, content_type = "application/problem+json")))]
-async fn finalize(caller: Caller, State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<run::InvoiceRun>, Problem> {
+async fn finalize(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<run::InvoiceRun>, Problem> {
     caller.require(Permission::Accounting)?;
-    let r = run::finalize(&st.db, &id, &caller.actor()).await.map_err(run_problem)?;
+    let r = run::finalize(&st.db, &id, &caller.actor())
+        .await
+        .map_err(run_problem)?;
     st.relay_wakeup.notify_one();
     Ok(Json(r))
 }
@@ -240,9 +316,17 @@ async fn finalize(caller: Caller, State(st): State<AppState>, Path(id): Path<Str
         (status = 401, description = "Missing or bad token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not accounting", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such invoice", body = Problem, content_type = "application/problem+json")))]
-async fn get_invoice(caller: Caller, State(st): State<AppState>, Path(number): Path<String>) -> Result<Json<canonical::invoice::Invoice>, Problem> {
+async fn get_invoice(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(number): Path<String>,
+) -> Result<Json<canonical::invoice::Invoice>, Problem> {
     caller.require(Permission::Accounting)?;
-    run::invoice(&st.db, &number).await.map_err(store)?.map(Json).ok_or_else(|| Problem::not_found(format!("no invoice {number}")))
+    run::invoice(&st.db, &number)
+        .await
+        .map_err(store)?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no invoice {number}")))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -259,10 +343,17 @@ pub struct CreditRequest {
         (status = 403, description = "Not accounting", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such invoice", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No reason, already credited, or a credit note", body = Problem, content_type = "application/problem+json")))]
-async fn credit_note(caller: Caller, State(st): State<AppState>, Path(number): Path<String>, body: Bytes) -> Result<(StatusCode, Json<canonical::invoice::Invoice>), Problem> {
+async fn credit_note(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(number): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<canonical::invoice::Invoice>), Problem> {
     caller.require(Permission::Accounting)?;
     let req: CreditRequest = json_body(&body)?;
-    let note = run::credit(&st.db, &number, &req.reason, &caller.actor()).await.map_err(run_problem)?;
+    let note = run::credit(&st.db, &number, &req.reason, &caller.actor())
+        .await
+        .map_err(run_problem)?;
     st.relay_wakeup.notify_one();
     Ok((StatusCode::CREATED, Json(note)))
 }

@@ -1,0 +1,132 @@
+//! The live contingent ledger: after work is recorded (event `work.recorded`, written by the
+//! intake in the same transaction as the entry), the `contingent-ledger` consumer rates the
+//! customer's contingent contracts for that period from the store and, for every threshold
+//! crossed for the first time in the period, records a notice and publishes
+//! `contingent.threshold_crossed` — the moment it happens, not only at month end. The notice
+//! table's key `(contract, period, percent)` makes it once per threshold and period.
+
+use crate::bus::{Handler, HandlerError};
+use crate::masterdata;
+use crate::store::{now_ms, outbox, Db, Tx};
+use async_trait::async_trait;
+use canonical::contract::ContractKind;
+use canonical::work::Period;
+use canonical::Envelope;
+use serde::{Deserialize, Serialize};
+
+/// The consumer's queue name and binding.
+pub const CONSUMER: &str = "contingent-ledger";
+pub const ROUTING_KEYS: &[&str] = &["work.recorded"];
+
+/// Body of `work.recorded`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkRecorded {
+    pub customer_id: String,
+    pub period: Period,
+}
+
+/// Body of `contingent.threshold_crossed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThresholdCrossed {
+    pub customer_id: String,
+    pub customer_name: String,
+    pub contract_id: String,
+    pub period: Period,
+    pub percent: u32,
+    pub consumed: String,
+    pub available: String,
+    pub entry_id: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Who to tell (customer master data).
+    pub notify: Vec<canonical::customer::Contact>,
+}
+
+/// The event the intake writes with each stored entry.
+pub fn work_recorded(
+    customer_id: &str,
+    period: Period,
+    entry_key: &str,
+) -> Result<Envelope, canonical::EnvelopeError> {
+    Envelope::new(
+        "/drehkreuz/intake",
+        "work.recorded",
+        entry_key,
+        &format!("{customer_id}:{period}"),
+        chrono::Utc::now(),
+        &WorkRecorded {
+            customer_id: customer_id.into(),
+            period,
+        },
+    )
+}
+
+/// The `contingent-ledger` handler.
+pub struct ContingentLedger {
+    pub db: Db,
+}
+
+#[async_trait]
+impl Handler for ContingentLedger {
+    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let w: WorkRecorded = ev
+            .decode()
+            .map_err(|e| HandlerError::Permanent(format!("work.recorded {}: {e}", ev.id)))?;
+        let Some(customer) = masterdata::customer(&self.db, &w.customer_id).await? else {
+            return Ok(());
+        };
+        for (c, _) in masterdata::contracts(&self.db, Some(&w.customer_id)).await? {
+            if !matches!(c.kind, ContractKind::Contingent(_)) {
+                continue;
+            }
+            let rating = match crate::billing::run::rate_contract(&self.db, &c, w.period, &[])
+                .await?
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(contract = %c.id, error = %e, "Cannot rate the contingent for thresholds.");
+                    continue;
+                }
+            };
+            for x in rating.crossings {
+                let new = sqlx::query(
+                    "INSERT INTO threshold_notices (contract_id, period, percent, entry_id, noticed_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(&c.id)
+                .bind(w.period.to_string())
+                .bind(i64::from(x.percent))
+                .bind(&x.entry_id)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if new {
+                    let body = ThresholdCrossed {
+                        customer_id: customer.id.clone(),
+                        customer_name: customer.name.clone(),
+                        contract_id: c.id.clone(),
+                        period: w.period,
+                        percent: x.percent,
+                        consumed: x.consumed.to_string(),
+                        available: x.available.to_string(),
+                        entry_id: x.entry_id.clone(),
+                        at: x.at,
+                        notify: customer.notification_contacts.clone(),
+                    };
+                    let ev = Envelope::new(
+                        "/drehkreuz/billing",
+                        "contingent.threshold_crossed",
+                        &format!("{}:{}:{}", c.id, w.period, x.percent),
+                        "1",
+                        x.at,
+                        &body,
+                    )
+                    .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                    outbox::enqueue(tx, &ev).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
