@@ -166,6 +166,24 @@ impl Job for Housekeeping {
     }
 }
 
+/// The monthly billing job: creates (or refreshes) the preview run of the month before the
+/// due time (in Europe/Berlin). Runs once per due time (the scheduler's claim); accounting
+/// then adjusts, approves and finalizes it.
+pub struct MonthlyPreview {
+    pub db: Db,
+}
+
+#[async_trait]
+impl Job for MonthlyPreview {
+    async fn run(&self, due: DateTime<Utc>) -> anyhow::Result<()> {
+        let period = canonical::work::Period::of(due).previous();
+        let run =
+            crate::billing::run::preview(&self.db, period, None, "schedule:invoice_run").await?;
+        tracing::info!(run = %run.id, %period, targets = run.targets.len(), problems = run.problems.len(), "Monthly preview run created.");
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,23 +212,5 @@ mod tests {
         // Exactly at the due time it is due.
         let at: DateTime<Utc> = "2026-04-01T04:00:00Z".parse().unwrap();
         assert_eq!(e.latest_due(at).unwrap(), at);
-    }
-}
-
-/// The monthly billing job: creates (or refreshes) the preview run of the month before the
-/// due time (in Europe/Berlin). Runs once per due time (the scheduler's claim); accounting
-/// then adjusts, approves and finalizes it.
-pub struct MonthlyPreview {
-    pub db: Db,
-}
-
-#[async_trait]
-impl Job for MonthlyPreview {
-    async fn run(&self, due: DateTime<Utc>) -> anyhow::Result<()> {
-        let period = canonical::work::Period::of(due).previous();
-        let run =
-            crate::billing::run::preview(&self.db, period, None, "schedule:invoice_run").await?;
-        tracing::info!(run = %run.id, %period, targets = run.targets.len(), problems = run.problems.len(), "Monthly preview run created.");
-        Ok(())
     }
 }
