@@ -468,3 +468,144 @@ async fn embedded_thresholds_once() {
 async fn rabbitmq_thresholds_once() {
     thresholds_are_announced_once_as_work_arrives(BusKind::Rabbitmq).await
 }
+
+/// Billing end to end through the bus: entries arrive → preview → adjust → approve → finalize
+/// → `invoice.finalized` reaches a consumer; a late entry is billed in the next run, not twice.
+async fn billing_end_to_end(kind: BusKind) {
+    use drehkreuz::billing::run;
+    let Some(h) = hub(kind).await else { return };
+    let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
+        "../docs/examples/master-data.toml"
+    ))
+    .unwrap();
+    drehkreuz::masterdata::import(&h.db, &md, "test")
+        .await
+        .unwrap();
+    // A second bus user: an exporter stand-in bound to invoice.finalized.
+    let bus = drehkreuz::bus::from_config(&h.cfg, &h.db).await.unwrap();
+    struct Exports;
+    #[async_trait::async_trait]
+    impl drehkreuz::bus::Handler for Exports {
+        async fn handle(
+            &self,
+            ev: &canonical::Envelope,
+            tx: &mut drehkreuz::store::Tx<'_>,
+        ) -> Result<(), drehkreuz::bus::HandlerError> {
+            sqlx::query("INSERT INTO exported (number) VALUES ($1)")
+                .bind(ev.subject.clone().unwrap_or_default())
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+    }
+    sqlx::query("CREATE TABLE exported (number TEXT NOT NULL)")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let spec = ConsumerSpec::new("export-test", &["invoice.finalized"]);
+    bus.declare(std::slice::from_ref(&spec)).await.unwrap();
+    let stop = h.stop.clone();
+    let b = bus.clone();
+    let exp = tokio::spawn(async move {
+        b.run(
+            vec![drehkreuz::bus::Consumer::new(spec, Arc::new(Exports))],
+            stop,
+        )
+        .await
+        .unwrap()
+    });
+
+    let mut t = ticket("B1", "12", 1);
+    t.customer_id = Some("C-1002".into());
+    h.send(vec![ticket_event(&t, true).unwrap()]).await;
+    h.settled().await;
+    h.send(vec![
+        time_entry_event(&entry("b1", "B1", 7, 1), true).unwrap(),
+        time_entry_event(&entry("b2", "B1", 50, 1), true).unwrap(),
+    ])
+    .await;
+    h.settled().await;
+    let p: canonical::work::Period = "2026-10".parse().unwrap();
+    let r = run::preview(&h.db, p, Some("C-1002"), "acc").await.unwrap();
+    assert_eq!(
+        r.targets[0].rating.totals.net,
+        rust_decimal_macros::dec!(100.00)
+    );
+    run::adjust(
+        &h.db,
+        &r.id,
+        drehkreuz::billing::WriteOffTarget::Entry("b1".into()),
+        "Kulanz",
+        "acc",
+    )
+    .await
+    .unwrap();
+    run::approve(&h.db, &r.id, "acc").await.unwrap();
+    let f = run::finalize(&h.db, &r.id, "acc").await.unwrap();
+    let number = f.targets[0].invoice_number.clone().unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "invoice.finalized consumed",
+        || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM exported")
+                .fetch_one(&h.db.pool)
+                .await
+                .unwrap()
+                == 1
+        },
+    )
+    .await;
+    let got: String = sqlx::query_scalar("SELECT number FROM exported")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(got, number);
+    // A late entry for October → the next run bills only it.
+    h.send(vec![
+        time_entry_event(&entry("b3", "B1", 30, 30), true).unwrap()
+    ])
+    .await;
+    h.settled().await;
+    let r2 = run::preview(&h.db, p, Some("C-1002"), "acc").await.unwrap();
+    assert_eq!(
+        r2.targets[0]
+            .rating
+            .entries
+            .iter()
+            .map(|e| e.entry_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["b3"]
+    );
+    assert_eq!(
+        r2.targets[0].rating.totals.net,
+        rust_decimal_macros::dec!(40.00)
+    );
+    run::approve(&h.db, &r2.id, "acc").await.unwrap();
+    run::finalize(&h.db, &r2.id, "acc").await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "second invoice consumed",
+        || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM exported")
+                .fetch_one(&h.db.pool)
+                .await
+                .unwrap()
+                == 2
+        },
+    )
+    .await;
+    let cfg = h.cfg.clone();
+    h.stop().await;
+    exp.await.unwrap();
+    cleanup_rabbit(&cfg, &["export-test"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_billing_end_to_end() {
+    billing_end_to_end(BusKind::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_billing_end_to_end() {
+    billing_end_to_end(BusKind::Rabbitmq).await
+}
