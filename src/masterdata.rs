@@ -65,6 +65,9 @@ pub struct ContractDoc {
     pub vat_rate: Option<Decimal>,
     #[serde(default)]
     pub vat_category: Option<String>,
+    /// One invoice per cost centre (from the ticket's `cost_centre`); not for contingents.
+    #[serde(default)]
+    pub split_by_cost_centre: bool,
     #[serde(default)]
     pub contingent: Option<ContingentTerms>,
     #[serde(default)]
@@ -188,6 +191,9 @@ impl MasterData {
             if !ranges.contains(&d.number_range) {
                 p.push(format!("{at}.number_range: unknown number range {:?} (define it under [[number_ranges]])", d.number_range));
             }
+            if d.split_by_cost_centre && d.kind == KindName::Contingent {
+                p.push(format!("{at}.split_by_cost_centre: a contingent is shared; it cannot be split by cost centre"));
+            }
             if d.rounding.increment_minutes == 0 {
                 p.push(format!(
                     "{at}.rounding.increment_minutes: must be at least 1"
@@ -278,6 +284,7 @@ impl MasterData {
                     free_diagnosis_minutes: d.free_diagnosis_minutes,
                     vat_rate,
                     vat_category: d.vat_category.clone().unwrap_or_else(|| "S".into()),
+                    split_by_cost_centre: d.split_by_cost_centre,
                 });
             }
         }
@@ -446,4 +453,73 @@ pub async fn seller(db: &Db) -> Result<Option<Seller>, sqlx::Error> {
         .fetch_optional(&db.pool)
         .await?;
     Ok(doc.and_then(|d| serde_json::from_str(&d).ok()))
+}
+
+impl ContractDoc {
+    /// The document form of a stored contract.
+    pub fn from_contract(c: &Contract, number_range: &str) -> Self {
+        let (kind, contingent, budget, managed_service) = match &c.kind {
+            ContractKind::TimeAndMaterial => (KindName::TimeAndMaterial, None, None, None),
+            ContractKind::FlatRate => (KindName::FlatRate, None, None, None),
+            ContractKind::Contingent(t) => (KindName::Contingent, Some(t.clone()), None, None),
+            ContractKind::Budget { caps_minutes } => (
+                KindName::Budget,
+                None,
+                Some(BudgetDoc {
+                    caps_minutes: caps_minutes.clone(),
+                }),
+                None,
+            ),
+            ContractKind::ManagedService { unit_prices } => (
+                KindName::ManagedService,
+                None,
+                None,
+                Some(ManagedDoc {
+                    unit_prices: unit_prices.clone(),
+                }),
+            ),
+        };
+        Self {
+            id: c.id.clone(),
+            customer_id: c.customer_id.clone(),
+            kind,
+            number_range: number_range.to_string(),
+            rate_card: c.rate_card.clone(),
+            rounding: c.rounding.clone(),
+            free_classifications: c.free_classifications.clone(),
+            free_diagnosis_minutes: c.free_diagnosis_minutes,
+            vat_rate: Some(c.vat_rate),
+            vat_category: Some(c.vat_category.clone()),
+            split_by_cost_centre: c.split_by_cost_centre,
+            contingent,
+            budget,
+            managed_service,
+        }
+    }
+}
+
+/// The stored master data as one document (the same schema the import reads).
+pub async fn export(db: &Db) -> Result<MasterData, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, prefix, next, width FROM number_ranges ORDER BY id")
+        .fetch_all(&db.pool)
+        .await?;
+    let mut number_ranges = Vec::with_capacity(rows.len());
+    for r in rows {
+        number_ranges.push(NumberRange {
+            id: r.try_get("id")?,
+            prefix: r.try_get("prefix")?,
+            next: r.try_get::<i64, _>("next")?.max(1) as u64,
+            width: r.try_get::<i64, _>("width")?.clamp(1, 12) as u32,
+        });
+    }
+    Ok(MasterData {
+        seller: seller(db).await?,
+        number_ranges,
+        customers: customers(db).await?,
+        contracts: contracts(db, None)
+            .await?
+            .iter()
+            .map(|(c, r)| ContractDoc::from_contract(c, r))
+            .collect(),
+    })
 }

@@ -378,3 +378,83 @@ async fn monthly_schedule_creates_the_preview_once(db: Db) {
 }
 
 both!(monthly_schedule_creates_the_preview_once);
+
+/// Decentral branches and cost centres get their own invoices; a central branch does not.
+async fn billing_targets_split_by_branch_and_cost_centre(db: Db) {
+    let md = MD
+        .replace(
+            "address = { street = \"Ostertorsteinweg 3\", postcode = \"28203\", city = \"Bremen\" }",
+            "address = { street = \"Ostertorsteinweg 3\", postcode = \"28203\", city = \"Bremen\" }\n\
+             branches = [{ id = \"VEG\", name = \"Filiale Vegesack\", billing = \"decentral\", address = { street = \"Gerhard-Rohlfs-Straße 1\", postcode = \"28757\", city = \"Bremen\" } }, { id = \"HAST\", name = \"Filiale Hastedt\", billing = \"central\" }]",
+        )
+        .replace("id = \"K-1002\"\ncustomer_id = \"C-1002\"\nkind = \"time_and_material\"", "id = \"K-1002\"\ncustomer_id = \"C-1002\"\nkind = \"time_and_material\"\nsplit_by_cost_centre = true");
+    drehkreuz::masterdata::import(&db, &MasterData::from_toml(&md).unwrap(), "t")
+        .await
+        .unwrap();
+    let mut veg = ticket("V1", "12");
+    veg.branch = Some("VEG".into());
+    let mut hast = ticket("H1", "12");
+    hast.branch = Some("HAST".into());
+    let mut cc = ticket("B1", "12");
+    cc.cost_centre = Some("Backstube".into());
+    put(
+        &db,
+        &[ticket("T2", "12"), veg, hast, cc],
+        &[
+            entry("1", "T2", 60, 5),
+            entry("2", "V1", 30, 6),
+            entry("3", "H1", 15, 7),
+            entry("4", "B1", 45, 8),
+        ],
+    )
+    .await;
+    let r = run::preview(&db, period(), Some("C-1002"), "t")
+        .await
+        .unwrap();
+    let mut keys: Vec<_> = r
+        .targets
+        .iter()
+        .map(|t| (t.branch.clone(), t.cost_centre.clone(), t.rating.totals.net))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            (None, None, dec!(100.00)), // T2 60 min + central branch H1 15 min = 75 min × 80 €/h
+            (None, Some("Backstube".into()), dec!(60.00)),
+            (Some("VEG".into()), None, dec!(40.00)),
+        ]
+    );
+    run::approve(&db, &r.id, "t").await.unwrap();
+    let f = run::finalize(&db, &r.id, "t").await.unwrap();
+    let veg_inv = f
+        .targets
+        .iter()
+        .find(|t| t.branch.as_deref() == Some("VEG"))
+        .unwrap()
+        .invoice_number
+        .clone()
+        .unwrap();
+    let inv = run::invoice(&db, &veg_inv).await.unwrap().unwrap();
+    assert_eq!(inv.buyer.name, "Bäckerei Schmidt KG – Filiale Vegesack");
+    assert_eq!(inv.buyer.address.postcode, "28757");
+    assert_eq!(inv.note.as_deref(), Some("Filiale VEG"));
+    assert_eq!(invoices(&db).await.len(), 3);
+    // The stored master data reads back as the same document schema.
+    let back = drehkreuz::masterdata::export(&db).await.unwrap();
+    assert!(back
+        .contracts
+        .iter()
+        .any(|c| c.id == "K-1002" && c.split_by_cost_centre));
+    assert_eq!(
+        back.customers
+            .iter()
+            .find(|c| c.id == "C-1002")
+            .unwrap()
+            .branches
+            .len(),
+        2
+    );
+}
+
+both!(billing_targets_split_by_branch_and_cost_centre);

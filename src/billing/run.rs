@@ -30,6 +30,12 @@ use sqlx::Row;
 pub struct Target {
     pub customer_id: String,
     pub contract_id: String,
+    /// A branch with decentral billing gets its own invoice.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// With `split_by_cost_centre`, one invoice per cost centre.
+    #[serde(default)]
+    pub cost_centre: Option<String>,
     pub number_range: String,
     pub rating: Rating,
     pub report: ServiceReport,
@@ -199,13 +205,16 @@ async fn opening(db: &Db, contract: &str, period: Period) -> Result<(Decimal, bo
     Ok((prev.and_then(|c| c.parse().ok()).unwrap_or_default(), false))
 }
 
-/// Rates one contract for the period from the store.
-pub async fn rate_contract(
-    db: &Db,
-    contract: &Contract,
-    period: Period,
-    write_offs: &[WriteOff],
-) -> Result<Result<Rating, String>, sqlx::Error> {
+/// The stored inputs of one contract and period.
+struct Inputs {
+    entries: Vec<TimeEntry>,
+    tickets: Vec<Ticket>,
+    usage: Vec<UsageRecord>,
+    contract: Contract,
+    opening: Decimal,
+}
+
+async fn inputs(db: &Db, contract: &Contract, period: Period) -> Result<Inputs, sqlx::Error> {
     let entries = if matches!(contract.kind, ContractKind::ManagedService { .. }) {
         Vec::new()
     } else {
@@ -216,7 +225,7 @@ pub async fn rate_contract(
     ticket_ids.dedup();
     let tickets = tickets_for(db, &ticket_ids).await?;
     let usage = usage_for(db, &contract.customer_id, period).await?;
-    let (opening_balance, booked) = opening(db, &contract.id, period).await?;
+    let (opening, booked) = opening(db, &contract.id, period).await?;
     let mut c = contract.clone();
     if booked {
         if let ContractKind::Contingent(t) = &mut c.kind {
@@ -224,16 +233,98 @@ pub async fn rate_contract(
             t.fee = Decimal::ZERO;
         }
     }
+    Ok(Inputs {
+        entries,
+        tickets,
+        usage,
+        contract: c,
+        opening,
+    })
+}
+
+/// Rates one contract for the period from the store (all its work in one rating).
+pub async fn rate_contract(
+    db: &Db,
+    contract: &Contract,
+    period: Period,
+    write_offs: &[WriteOff],
+) -> Result<Result<Rating, String>, sqlx::Error> {
+    let i = inputs(db, contract, period).await?;
     Ok(rate(&RatingInput {
-        contract: &c,
+        contract: &i.contract,
         period,
-        tickets: &tickets,
-        entries: &entries,
-        usage: &usage,
-        opening_balance,
+        tickets: &i.tickets,
+        entries: &i.entries,
+        usage: &i.usage,
+        opening_balance: i.opening,
         write_offs,
     })
     .map_err(|e| e.to_string()))
+}
+
+/// Billing target of a piece of work: (decentral branch, cost centre).
+type TargetKey = (Option<String>, Option<String>);
+
+/// Rates one contract per billing target: decentral branches and (if the contract says so)
+/// cost centres get their own rating; a contingent is shared and billed centrally.
+async fn rate_targets(
+    db: &Db,
+    contract: &Contract,
+    customer: &canonical::customer::Customer,
+    period: Period,
+    write_offs: &[WriteOff],
+) -> Result<Vec<(TargetKey, Result<Rating, String>)>, sqlx::Error> {
+    let i = inputs(db, contract, period).await?;
+    let shared = matches!(
+        contract.kind,
+        ContractKind::Contingent(_) | ContractKind::ManagedService { .. }
+    );
+    let key_of = |t: Option<&Ticket>| -> TargetKey {
+        if shared {
+            return (None, None);
+        }
+        let branch = t.and_then(|t| t.branch.as_ref()).filter(|b| {
+            customer
+                .branches
+                .iter()
+                .any(|x| &x.id == *b && x.billing == canonical::customer::BranchBilling::Decentral)
+        });
+        let cc = if contract.split_by_cost_centre {
+            t.and_then(|t| t.cost_centre.clone())
+        } else {
+            None
+        };
+        (branch.cloned(), cc)
+    };
+    let tickets: std::collections::HashMap<&str, &Ticket> =
+        i.tickets.iter().map(|t| (t.id.as_str(), t)).collect();
+    let mut parts: std::collections::BTreeMap<TargetKey, Vec<TimeEntry>> =
+        std::collections::BTreeMap::new();
+    parts.entry((None, None)).or_default();
+    for e in &i.entries {
+        parts
+            .entry(key_of(tickets.get(e.ticket_id.as_str()).copied()))
+            .or_default()
+            .push(e.clone());
+    }
+    let mut out = Vec::new();
+    for (key, entries) in parts {
+        if entries.is_empty() && key != (None, None) {
+            continue;
+        }
+        let r = rate(&RatingInput {
+            contract: &i.contract,
+            period,
+            tickets: &i.tickets,
+            entries: &entries,
+            usage: if key == (None, None) { &i.usage } else { &[] },
+            opening_balance: i.opening,
+            write_offs,
+        })
+        .map_err(|e| e.to_string());
+        out.push((key, r));
+    }
+    Ok(out)
 }
 
 fn run_id(period: Period, customer: Option<&str>) -> String {
@@ -261,20 +352,31 @@ async fn compute(
             ));
             continue;
         };
-        match rate_contract(db, &contract, period, &write_offs).await? {
-            Ok(rating) => {
-                let report_id = format!("LN-{period}-{}-{}", contract.customer_id, contract.id);
-                let report = report::build(&report_id, &cust, &rating);
-                targets.push(Target {
-                    customer_id: contract.customer_id.clone(),
-                    contract_id: contract.id.clone(),
-                    number_range: range,
-                    rating,
-                    report,
-                    invoice_number: None,
-                });
+        for ((branch, cost_centre), rating) in
+            rate_targets(db, &contract, &cust, period, &write_offs).await?
+        {
+            match rating {
+                Ok(rating) => {
+                    let mut report_id =
+                        format!("LN-{period}-{}-{}", contract.customer_id, contract.id);
+                    for part in [&branch, &cost_centre].into_iter().flatten() {
+                        report_id.push('-');
+                        report_id.push_str(part);
+                    }
+                    let report = report::build(&report_id, &cust, &rating);
+                    targets.push(Target {
+                        customer_id: contract.customer_id.clone(),
+                        contract_id: contract.id.clone(),
+                        branch,
+                        cost_centre,
+                        number_range: range.clone(),
+                        rating,
+                        report,
+                        invoice_number: None,
+                    });
+                }
+                Err(e) => problems.push(e),
             }
-            Err(e) => problems.push(e),
         }
     }
     Ok(InvoiceRun {
@@ -552,6 +654,20 @@ pub async fn finalize(db: &Db, id: &str, actor: &str) -> Result<InvoiceRun, RunE
                 t.customer_id
             )));
         };
+        let mut buyer = buyer;
+        let mut note = Vec::new();
+        if let Some(b) = &t.branch {
+            if let Some(br) = buyer.branches.iter().find(|x| &x.id == b).cloned() {
+                buyer.name = format!("{} – {}", buyer.name, br.name);
+                if let Some(a) = br.address {
+                    buyer.address = a;
+                }
+                note.push(format!("Filiale {}", br.id));
+            }
+        }
+        if let Some(cc) = &t.cost_centre {
+            note.push(format!("Kostenstelle {cc}"));
+        }
         let settled = if t.rating.lines.is_empty() {
             format!("run:{id}")
         } else {
@@ -580,7 +696,7 @@ pub async fn finalize(db: &Db, id: &str, actor: &str) -> Result<InvoiceRun, RunE
                     buyer.payment_terms_days
                 ),
                 service_report_id: Some(t.report.id.clone()),
-                note: None,
+                note: (!note.is_empty()).then(|| note.join(", ")),
             };
             store_invoice(&mut tx, &inv).await?;
             t.invoice_number = Some(number.clone());

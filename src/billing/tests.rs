@@ -74,6 +74,7 @@ fn contract(kind: ContractKind, rates: &[(&str, Decimal)], rounding: RoundingPol
         free_diagnosis_minutes: 0,
         vat_rate: dec!(19),
         vat_category: "S".into(),
+        split_by_cost_centre: false,
     }
 }
 

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(put_master_data))
+        .routes(routes!(put_master_data, get_master_data))
         .routes(routes!(get_customer))
         .routes(routes!(get_contingents))
         .routes(routes!(create_run))
@@ -77,6 +77,21 @@ async fn put_master_data(
             ),
             masterdata::ImportError::Store(e) => store(e),
         })
+}
+
+/// The stored master data as one document (the schema `PUT` accepts).
+#[utoipa::path(get, path = "/api/v1/master-data", tag = "master data", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The master-data document", body = Object),
+        (status = 401, description = "Missing or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not admin", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json")))]
+async fn get_master_data(
+    caller: Caller,
+    State(st): State<AppState>,
+) -> Result<Json<MasterData>, Problem> {
+    caller.require(Permission::Admin)?;
+    masterdata::export(&st.db).await.map(Json).map_err(store)
 }
 
 /// One customer's master data.

@@ -213,6 +213,9 @@ pub struct Contract {
     pub vat_rate: Decimal,
     #[serde(default = "default_category")]
     pub vat_category: String,
+    /// One invoice per cost centre (the ticket's `cost_centre`) instead of one per customer.
+    #[serde(default)]
+    pub split_by_cost_centre: bool,
 }
 
 fn default_vat() -> Decimal {
