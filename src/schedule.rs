@@ -179,7 +179,7 @@ impl Job for MonthlyPreview {
         let period = canonical::work::Period::of(due).previous();
         let run =
             crate::billing::run::preview(&self.db, period, None, "schedule:invoice_run").await?;
-        tracing::info!(run = %run.id, %period, targets = run.targets.len(), problems = run.problems.len(), "Monthly preview run created.");
+        tracing::info!(run = %run.id, %period, targets = run.summary.targets, problems = run.problems.len(), "Monthly preview run created.");
         Ok(())
     }
 }

@@ -25,9 +25,23 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+/// Counts and totals of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub targets: usize,
+    pub entries: usize,
+    pub lines: usize,
+    pub net: Decimal,
+    pub vat: Decimal,
+    pub gross: Decimal,
+}
+
 /// One billing target of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
+    /// Position in the run.
+    #[serde(default)]
+    pub seq: i64,
     pub customer_id: String,
     pub contract_id: String,
     /// A branch with decentral billing gets its own invoice.
@@ -51,6 +65,11 @@ pub struct InvoiceRun {
     pub period: Period,
     pub customer: Option<String>,
     pub state: RunState,
+    /// Counts and totals over all targets (kept on the run row).
+    #[serde(default)]
+    pub summary: RunSummary,
+    /// The targets (stored one row each; filled by [`load`], empty in the run row itself).
+    #[serde(default)]
     pub targets: Vec<Target>,
     pub write_offs: Vec<WriteOff>,
     /// Contracts that could not be rated, with the reason (fix master data, then preview again).
@@ -100,13 +119,41 @@ fn encode<T: Serialize>(v: &T) -> Result<String, sqlx::Error> {
     serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
-/// Loads a run.
-pub async fn load(db: &Db, id: &str) -> Result<InvoiceRun, RunError> {
+/// Loads a run without its targets (summary only).
+pub async fn load_summary(db: &Db, id: &str) -> Result<InvoiceRun, RunError> {
     let doc: Option<String> = sqlx::query_scalar("SELECT document FROM invoice_runs WHERE id = $1")
         .bind(id)
         .fetch_optional(&db.pool)
         .await?;
     Ok(decode(&doc.ok_or_else(|| RunError::NotFound(id.into()))?)?)
+}
+
+/// Loads a run with all its targets.
+pub async fn load(db: &Db, id: &str) -> Result<InvoiceRun, RunError> {
+    let mut run = load_summary(db, id).await?;
+    let docs: Vec<String> = sqlx::query_scalar(
+        "SELECT document FROM invoice_run_targets WHERE run_id = $1 ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(&db.pool)
+    .await?;
+    run.targets = docs.iter().map(|d| decode(d)).collect::<Result<_, _>>()?;
+    Ok(run)
+}
+
+async fn write_targets(db: &Db, run_id: &str, targets: &[Target]) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    for t in targets {
+        sqlx::query("INSERT INTO invoice_run_targets (run_id, seq, customer_id, contract_id, document) VALUES ($1, $2, $3, $4, $5)")
+            .bind(run_id)
+            .bind(t.seq)
+            .bind(&t.customer_id)
+            .bind(&t.contract_id)
+            .bind(encode(t)?)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }
 
 /// Runs of a period (newest last).
@@ -342,7 +389,15 @@ async fn compute(
     customer: Option<&str>,
     write_offs: Vec<WriteOff>,
 ) -> Result<InvoiceRun, RunError> {
-    let mut targets = Vec::new();
+    // Targets are written as they are computed, a batch at a time: memory stays bounded by
+    // one batch, however many customers and entries the period has.
+    sqlx::query("DELETE FROM invoice_run_targets WHERE run_id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    let mut batch: Vec<Target> = Vec::with_capacity(64);
+    let mut summary = RunSummary::default();
+    let mut seq = 0i64;
     let mut problems = Vec::new();
     for (contract, range) in masterdata::contracts(db, customer).await? {
         let Some(cust) = masterdata::customer(db, &contract.customer_id).await? else {
@@ -364,7 +419,15 @@ async fn compute(
                         report_id.push_str(part);
                     }
                     let report = report::build(&report_id, &cust, &rating);
-                    targets.push(Target {
+                    summary.targets += 1;
+                    summary.entries += rating.entries.len();
+                    summary.lines += rating.lines.len();
+                    summary.net += rating.totals.net;
+                    summary.vat += rating.totals.vat;
+                    summary.gross += rating.totals.gross;
+                    seq += 1;
+                    batch.push(Target {
+                        seq,
                         customer_id: contract.customer_id.clone(),
                         contract_id: contract.id.clone(),
                         branch,
@@ -378,13 +441,19 @@ async fn compute(
                 Err(e) => problems.push(e),
             }
         }
+        if batch.len() >= 64 {
+            write_targets(db, id, &batch).await?;
+            batch.clear();
+        }
     }
+    write_targets(db, id, &batch).await?;
     Ok(InvoiceRun {
         id: id.to_string(),
         period,
         customer: customer.map(String::from),
         state: RunState::Preview,
-        targets,
+        summary,
+        targets: vec![],
         write_offs,
         problems,
     })
@@ -396,6 +465,10 @@ async fn save(
     actor: &str,
     insert: bool,
 ) -> Result<(), sqlx::Error> {
+    let run = &InvoiceRun {
+        targets: vec![],
+        ..run.clone()
+    };
     if insert {
         sqlx::query(
             "INSERT INTO invoice_runs (id, period, customer, state, document, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -420,8 +493,20 @@ async fn save(
     Ok(())
 }
 
-/// Creates (or recomputes) the open preview run of a period and customer filter.
+/// Creates (or recomputes) the open preview run of a period and customer filter, with all targets.
 pub async fn preview(
+    db: &Db,
+    period: Period,
+    customer: Option<&str>,
+    actor: &str,
+) -> Result<InvoiceRun, RunError> {
+    let run = preview_summary(db, period, customer, actor).await?;
+    load(db, &run.id).await
+}
+
+/// Like [`preview`], returning only the run's summary: memory stays bounded by one batch of
+/// targets however large the period is (the monthly schedule and big runs use this).
+pub async fn preview_summary(
     db: &Db,
     period: Period,
     customer: Option<&str>,
@@ -444,7 +529,7 @@ pub async fn preview(
             what: "it is frozen; finalize it before previewing the period again".into(),
         }),
         Some((id, _)) => {
-            let old = load(db, &id).await?;
+            let old = load_summary(db, &id).await?;
             let run = compute(db, &id, period, customer, old.write_offs).await?;
             let mut tx = db.begin().await?;
             save(&mut tx, &run, actor, false).await?;
@@ -513,7 +598,7 @@ pub async fn adjust(
     )
     .await?;
     tx.commit().await?;
-    Ok(new)
+    load(db, id).await
 }
 
 /// Freezes a preview (recomputed one last time).
@@ -549,12 +634,12 @@ pub async fn approve(db: &Db, id: &str, actor: &str) -> Result<InvoiceRun, RunEr
             action: "invoice_run.approve",
             object: &format!("invoice_run:{id}"),
             before: Some(serde_json::json!({ "state": "preview" })),
-            after: Some(serde_json::json!({ "state": "approved", "net": new.targets.iter().map(|t| t.rating.totals.net).sum::<Decimal>() })),
+            after: Some(serde_json::json!({ "state": "approved", "net": new.summary.net })),
         },
     )
     .await?;
     tx.commit().await?;
-    Ok(new)
+    load(db, id).await
 }
 
 /// Takes the next number of a range (inside the finalizing transaction: gapless).
@@ -641,11 +726,7 @@ pub async fn finalize(db: &Db, id: &str, actor: &str) -> Result<InvoiceRun, RunE
             }),
         };
     }
-    let doc: String = sqlx::query_scalar("SELECT document FROM invoice_runs WHERE id = $1")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let mut run: InvoiceRun = decode(&doc)?;
+    let mut run = frozen.clone();
     let today = berlin_today();
     for t in &mut run.targets {
         let Some(buyer) = buyers.get(&t.customer_id).cloned() else {
@@ -729,9 +810,20 @@ pub async fn finalize(db: &Db, id: &str, actor: &str) -> Result<InvoiceRun, RunE
             .await?;
         }
     }
+    for t in &run.targets {
+        sqlx::query("UPDATE invoice_run_targets SET document = $1 WHERE run_id = $2 AND seq = $3")
+            .bind(encode(t)?)
+            .bind(id)
+            .bind(t.seq)
+            .execute(&mut *tx)
+            .await?;
+    }
     run.state = RunState::Finalized;
     sqlx::query("UPDATE invoice_runs SET document = $1 WHERE id = $2")
-        .bind(encode(&run)?)
+        .bind(encode(&InvoiceRun {
+            targets: vec![],
+            ..run.clone()
+        })?)
         .bind(id)
         .execute(&mut *tx)
         .await?;
