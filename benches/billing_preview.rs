@@ -106,7 +106,7 @@ async fn generate(db: &Db, customers: i64, entries: i64) -> anyhow::Result<()> {
                                     'minutes', 5 + e % 90, 'billable', true)::text, 0
            FROM (SELECT e, (e * 7919) % ({customers} * 10) AS t,
                         timestamptz '2026-10-01 06:00:00+00' + ((e % 29) || ' days')::interval + ((e % 600) || ' minutes')::interval AS ts
-                 FROM generate_series(1, {entries}) e) x"#
+                 FROM generate_series(1::bigint, {entries}::bigint) e) x"#
     ))
     .await?;
     q("ANALYZE".into()).await?;
