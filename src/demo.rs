@@ -55,6 +55,18 @@ const CUSTOMERS: &[SampleCustomer] = &[
         org: "13",
         tickets: 7,
     },
+    SampleCustomer {
+        id: "C-1004",
+        name: "Autohaus Krüger GmbH & Co. KG",
+        org: "14",
+        tickets: 8,
+    },
+    SampleCustomer {
+        id: "C-1005",
+        name: "Kanzlei Hoffmann (Rechenzentrum-Mietvertrag)",
+        org: "15",
+        tickets: 4,
+    },
 ];
 
 const TITLES: &[&str] = &[

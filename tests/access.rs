@@ -629,6 +629,29 @@ async fn billing_and_customer_data_role_boundaries() {
         .await
         .unwrap();
     assert_eq!(fin["state"], "finalized");
+    // The viewer sees its own service reports, not another customer's.
+    let reports: serde_json::Value = c
+        .get(url("/api/v1/customers/C-1001/service-reports"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reports[0]["id"], "LN-2026-10-C-1001-K-1001");
+    assert_eq!(
+        status_and_problem(
+            c.get(url("/api/v1/customers/C-1002/service-reports"))
+                .bearer_auth(&viewer)
+                .send()
+                .await
+                .unwrap()
+        )
+        .await
+        .0,
+        403
+    );
     // Master data: admin only; invalid documents name the place.
     let (s, p) = status_and_problem(
         c.put(url("/api/v1/master-data"))

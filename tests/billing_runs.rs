@@ -104,7 +104,7 @@ async fn run_lifecycle(db: Db) {
     setup(&db).await;
     let r = run::preview(&db, period(), None, "test").await.unwrap();
     assert_eq!(r.state, RunState::Preview);
-    assert_eq!(r.targets.len(), 3, "{:?}", r.problems);
+    assert_eq!(r.targets.len(), 5, "{:?}", r.problems);
     // C-1002 (T&M, 15 min up, 1st 80 €/h): 7 → 15, 50 → 60 = 75 min = 100,00 €.
     let t2 = r
         .targets

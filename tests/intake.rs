@@ -359,7 +359,24 @@ fn demo_runs_on_embedded_defaults_and_writes_results() {
         &std::fs::read_to_string(dir.path().join("time-entries.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(entries.as_array().unwrap().len(), 60);
+    let stored = entries.as_array().unwrap().len();
+    assert!(
+        stdout.contains(&format!("stored time entries:        {stored}")),
+        "{stdout}"
+    );
+    assert!(stored > 60, "a month of five customers");
+    // Every contract kind of the sample produced its document: invoices and a report per target.
+    let invoices = std::fs::read_dir(dir.path().join("invoices"))
+        .unwrap()
+        .count();
+    let reports = std::fs::read_dir(dir.path().join("service-reports"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        invoices, 4,
+        "contingent, 2× time and material, budget; the flat rate has none"
+    );
+    assert_eq!(reports, 10, "JSON and HTML for each of the five targets");
     let csv = std::fs::read_to_string(dir.path().join("work-by-customer.csv")).unwrap();
     assert!(csv.starts_with("customer_id,level,activity,entries,minutes\n"));
     // The minutes in the CSV add up to the stored entries' minutes.

@@ -1,6 +1,7 @@
 //! The live contingent ledger: after work is recorded (event `work.recorded`, written by the
 //! intake in the same transaction as the entry), the `contingent-ledger` consumer rates the
-//! customer's contingent contracts for that period from the store and, for every threshold
+//! customer's contingent contracts for that period from the store, stores the statement
+//! (`contingent_live`: opening, allotment, consumption, closing as of now) and, for every threshold
 //! crossed for the first time in the period, records a notice and publishes
 //! `contingent.threshold_crossed` — the moment it happens, not only at month end. The notice
 //! table's key `(contract, period, percent)` makes it once per threshold and period.
@@ -87,6 +88,20 @@ impl Handler for ContingentLedger {
                     continue;
                 }
             };
+            if let Some(st) = &rating.contingent {
+                let json = serde_json::to_string(st)
+                    .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                sqlx::query(
+                    "INSERT INTO contingent_live (contract_id, period, statement, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (contract_id, period) DO UPDATE SET statement = excluded.statement, updated_at = excluded.updated_at",
+                )
+                .bind(&c.id)
+                .bind(w.period.to_string())
+                .bind(json)
+                .bind(now_ms())
+                .execute(&mut **tx)
+                .await?;
+            }
             for x in rating.crossings {
                 let new = sqlx::query(
                     "INSERT INTO threshold_notices (contract_id, period, percent, entry_id, noticed_at) \

@@ -21,6 +21,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(put_master_data, get_master_data))
         .routes(routes!(get_customer))
         .routes(routes!(get_contingents))
+        .routes(routes!(get_service_reports))
         .routes(routes!(create_run))
         .routes(routes!(get_run))
         .routes(routes!(write_off))
@@ -180,6 +181,37 @@ async fn get_contingents(
                 crossed: r.crossings.iter().map(|x| x.percent).collect(),
             });
         }
+    }
+    Ok(Json(out))
+}
+
+/// The customer's service reports of finalized runs ("you see what we see").
+#[utoipa::path(get, path = "/api/v1/customers/{id}/service-reports", tag = "billing",
+    params(("id" = String, Path, description = "Customer id")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Service reports, oldest first", body = Vec<Object>),
+        (status = 401, description = "Missing or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this customer", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json")))]
+async fn get_service_reports(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<crate::billing::report::ServiceReport>>, Problem> {
+    caller.require(Permission::ViewCustomer(&id))?;
+    let docs: Vec<String> = sqlx::query_scalar(
+        "SELECT t.document FROM invoice_run_targets t JOIN invoice_runs r ON r.id = t.run_id \
+         WHERE t.customer_id = $1 AND r.state = 'finalized' ORDER BY r.finalized_at, t.seq",
+    )
+    .bind(&id)
+    .fetch_all(&st.db.pool)
+    .await
+    .map_err(store)?;
+    let mut out = Vec::with_capacity(docs.len());
+    for d in docs {
+        let t: run::Target = serde_json::from_str(&d)
+            .map_err(|e| Problem::internal(format!("stored run target unreadable: {e}")))?;
+        out.push(t.report);
     }
     Ok(Json(out))
 }
