@@ -434,7 +434,10 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
     }
     let waiting = outbox::backlog(&db).await?;
     if waiting > 0 {
-        let _ = writeln!(summary, "outbox: {waiting} invoice.finalized events wait for an export consumer (none configured)");
+        let _ = writeln!(
+            summary,
+            "outbox: {waiting} events (invoice.finalized, contingent.threshold_crossed) wait for consumers not configured yet"
+        );
     }
     let _ = writeln!(summary, "results in {}", out.display());
     std::fs::write(out.join("summary.txt"), &summary)?;

@@ -505,6 +505,16 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
                         .unwrap_or(0)
                         .min(raw)
                 };
+                // Later entries of a ticket that was an extra (billed) call are covered by that
+                // call's price: invoiced, not contingent.
+                if amount.is_zero()
+                    && t.unit == ContingentUnit::Calls
+                    && extra_calls.contains(&w.e.ticket_id)
+                {
+                    w.split.invoiced += raw;
+                    w.statuses.push(EntryStatus::Invoiced);
+                    continue;
+                }
                 if covered_raw > 0 || amount.is_zero() {
                     w.split.contingent += covered_raw;
                     w.statuses.push(EntryStatus::Contingent);

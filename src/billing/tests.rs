@@ -451,6 +451,67 @@ fn calls_contingent_and_extra_calls() {
 }
 
 #[test]
+fn money_contingent_draws_prices_and_bills_the_excess() {
+    let t = ContingentTerms {
+        unit: ContingentUnit::Money,
+        allotment: dec!(200.00),
+        fee: dec!(180.00),
+        overage_hourly: None,
+        ..contingent_terms()
+    };
+    let c = contract(
+        ContractKind::Contingent(t),
+        &[("1st", dec!(90))],
+        rounding(15, RoundingMode::Up, RoundingScope::Entry),
+    );
+    // 60 min = 90.00 €, 45 min = 67.50 €, 60 min = 90.00 € → 247.50 € drawn from 200.00 €.
+    let e = [
+        entry("1", "T", "1st", 60, 0),
+        entry("2", "T", "1st", 40, 100),
+        entry("3", "T", "1st", 55, 200),
+    ];
+    let r = run(&c, &[ticket("T")], &e, dec!(0), &[]);
+    let s = r.contingent.clone().unwrap();
+    assert_eq!(
+        (s.consumption, s.overdraft, s.closing),
+        (dec!(247.50), dec!(47.50), dec!(0))
+    );
+    let od = r.lines.iter().find(|l| l.key == "OVERDRAFT").unwrap();
+    assert_eq!(od.net, dec!(47.50));
+    assert_eq!(r.totals.net, dec!(227.50));
+    assert_eq!(
+        r.crossings.iter().map(|x| x.percent).collect::<Vec<_>>(),
+        vec![80, 100]
+    );
+}
+
+#[test]
+fn later_entries_of_an_extra_call_are_covered_by_its_price() {
+    let t = ContingentTerms {
+        unit: ContingentUnit::Calls,
+        allotment: dec!(1),
+        fee: dec!(50),
+        per_call_price: Some(dec!(49)),
+        overage_hourly: None,
+        ..contingent_terms()
+    };
+    let c = contract(
+        ContractKind::Contingent(t),
+        &[("1st", dec!(95))],
+        RoundingPolicy::default(),
+    );
+    let e = [
+        entry("1", "A", "1st", 30, 0),
+        entry("2", "B", "1st", 20, 10),
+        entry("3", "B", "1st", 25, 20),
+    ];
+    let r = run(&c, &[ticket("A"), ticket("B")], &e, dec!(0), &[]);
+    assert_eq!(r.entries[2].split.invoiced, 25);
+    assert_eq!(r.entries[0].split.contingent, 30);
+    assert_eq!(r.totals.net, dec!(99.00));
+}
+
+#[test]
 fn rollover_cap_and_none() {
     for (rollover, closing, forfeited) in [
         (Rollover::Unlimited, dec!(540), dec!(0)),
