@@ -62,6 +62,9 @@ pub enum Command {
     /// Finalized invoices: show, credit note.
     #[command(subcommand)]
     Invoice(InvoiceCommand),
+    /// Export finalized invoices for accounting.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// List the review list: records kept but not processable on their own.
     Review {
         /// Include resolved items.
@@ -140,6 +143,21 @@ pub enum InvoiceCommand {
         number: String,
         #[arg(long)]
         reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// DATEV EXTF: Buchungsstapel and Debitoren of a finalized run (or one invoice), using the
+    /// `[datev]` settings. Files are written atomically (temp file + rename).
+    #[command(name = "datev-extf")]
+    DatevExtf {
+        #[arg(long, conflicts_with = "invoice", required_unless_present = "invoice")]
+        run: Option<String>,
+        #[arg(long)]
+        invoice: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -271,6 +289,22 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::InvoiceRun(cmd) => invoice_run(cmd, cfg).await,
+        Command::Export(ExportCommand::DatevExtf { run, invoice, out }) => {
+            let db = Db::open(&cfg.database_url(), 2).await?;
+            let settings = crate::export::datev_settings(&cfg)?;
+            let invoices = match (run, invoice) {
+                (Some(r), _) => crate::export::run_invoices(&db, &r).await?,
+                (None, Some(n)) => vec![crate::billing::run::invoice(&db, &n)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no invoice {n}"))?],
+                (None, None) => anyhow::bail!("give --run RUN or --invoice NUMBER"),
+            };
+            let files = crate::export::write_datev_extf(&settings, &invoices, &out)?;
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            Ok(())
+        }
         Command::Invoice(cmd) => {
             let db = Db::open(&cfg.database_url(), 2).await?;
             match cmd {

@@ -24,6 +24,37 @@ pub struct Config {
     pub bus: BusSection,
     /// Scheduled jobs by name (`[schedule.<name>]`).
     pub schedule: BTreeMap<String, ScheduleSection>,
+    /// DATEV settings from the tax advisor (`[datev]`), needed for DATEV exports.
+    pub datev: Option<DatevSection>,
+}
+
+/// What the tax advisor gives for DATEV exports.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatevSection {
+    /// Beraternummer (1001–9999999).
+    pub consultant_number: u32,
+    /// Mandantennummer (1–99999).
+    pub client_number: u32,
+    /// First day of the fiscal year as `MM-DD` (default `01-01`).
+    #[serde(default = "jan_first")]
+    pub fiscal_year_start: String,
+    /// Sachkontenlänge (default 4).
+    #[serde(default = "four")]
+    pub account_length: u8,
+    /// `skr03` (default) or `skr04`.
+    #[serde(default = "skr03")]
+    pub chart: datev::Chart,
+}
+
+fn jan_first() -> String {
+    "01-01".into()
+}
+fn four() -> u8 {
+    4
+}
+fn skr03() -> datev::Chart {
+    datev::Chart::Skr03
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -198,6 +229,7 @@ impl Default for Config {
             database: DatabaseSection::default(),
             bus: BusSection::default(),
             schedule,
+            datev: None,
         }
     }
 }
@@ -388,6 +420,7 @@ impl Config {
                 "reconnect_max_delay_ms": self.bus.reconnect_max_delay_ms,
             },
             "schedule": self.schedule,
+            "datev": self.datev,
         });
         toml::to_string_pretty(&strip_nulls(value))
             .unwrap_or_else(|e| format!("# cannot render: {e}"))

@@ -389,6 +389,18 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
             ));
         }
     }
+    // Accounting: the month's invoices as DATEV EXTF (Buchungsstapel + Debitoren), demo settings.
+    let datev_settings = datev::ExtfSettings {
+        consultant_number: 29098,
+        client_number: 55003,
+        fiscal_year_start: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
+        account_length: 4,
+        chart: datev::Chart::Skr03,
+        exported_by: "drehkreuz_demo".into(),
+    };
+    let finalized = crate::export::run_invoices(&db, &run.id).await?;
+    let datev_files =
+        crate::export::write_datev_extf(&datev_settings, &finalized, &out.join("datev"))?;
     let mut summary = String::new();
     let _ = writeln!(
         summary,
@@ -432,6 +444,12 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
     for l in &invoice_lines {
         let _ = writeln!(summary, "{l}");
     }
+    let _ = writeln!(
+        summary,
+        "DATEV EXTF export: {} files in {}",
+        datev_files.len(),
+        out.join("datev").display()
+    );
     let waiting = outbox::backlog(&db).await?;
     if waiting > 0 {
         let _ = writeln!(

@@ -13,6 +13,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod export;
 pub mod http;
 pub mod intake;
 pub mod masterdata;
