@@ -299,7 +299,12 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("no invoice {n}"))?],
                 (None, None) => anyhow::bail!("give --run RUN or --invoice NUMBER"),
             };
-            let files = crate::export::write_datev_extf(&settings, &invoices, &out)?;
+            let files = crate::export::write_datev_extf(
+                &settings,
+                &invoices,
+                &out,
+                chrono::Utc::now().naive_utc(),
+            )?;
             for f in files {
                 println!("wrote {}", f.display());
             }

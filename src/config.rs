@@ -26,6 +26,20 @@ pub struct Config {
     pub schedule: BTreeMap<String, ScheduleSection>,
     /// DATEV settings from the tax advisor (`[datev]`), needed for DATEV exports.
     pub datev: Option<DatevSection>,
+    /// Export targets fed by `invoice.finalized` (`[[export]]`).
+    pub export: Vec<ExportTarget>,
+}
+
+/// A delivery target for finalized invoices: a directory drop with atomic writes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportTarget {
+    /// Name (also the consumer's queue: `export-<name>`).
+    pub name: String,
+    /// Formats to write: `datev-extf`.
+    pub formats: Vec<String>,
+    /// Directory the files are dropped into.
+    pub dir: PathBuf,
 }
 
 /// What the tax advisor gives for DATEV exports.
@@ -230,6 +244,7 @@ impl Default for Config {
             bus: BusSection::default(),
             schedule,
             datev: None,
+            export: Vec::new(),
         }
     }
 }
@@ -356,6 +371,30 @@ impl Config {
                 }
             }
         }
+        for (i, t) in self.export.iter().enumerate() {
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "`export[{i}].name`: letters, digits, - and _ only"
+                )));
+            }
+            for f in &t.formats {
+                if f != "datev-extf" {
+                    return Err(ConfigError::Invalid(format!(
+                        "`export[{i}].formats`: unknown format {f:?} (available: datev-extf)"
+                    )));
+                }
+            }
+            if t.formats.iter().any(|f| f == "datev-extf") && self.datev.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "`export[{i}]`: datev-extf needs the `[datev]` section"
+                )));
+            }
+        }
         for (name, s) in &self.schedule {
             if let Err(e) = s.cron.parse::<cron::Schedule>() {
                 return Err(ConfigError::Invalid(format!(
@@ -421,6 +460,7 @@ impl Config {
             },
             "schedule": self.schedule,
             "datev": self.datev,
+            "export": self.export,
         });
         toml::to_string_pretty(&strip_nulls(value))
             .unwrap_or_else(|e| format!("# cannot render: {e}"))

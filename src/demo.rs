@@ -254,6 +254,19 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
     cfg.hub.data_dir = data;
     cfg.hub.instance = "demo".into();
     cfg.bus.poll_interval_ms = 20;
+    // Accounting: finalized invoices go to DATEV EXTF files (demo advisor numbers).
+    cfg.datev = Some(crate::config::DatevSection {
+        consultant_number: 29098,
+        client_number: 55003,
+        fiscal_year_start: "01-01".into(),
+        account_length: 4,
+        chart: datev::Chart::Skr03,
+    });
+    cfg.export = vec![crate::config::ExportTarget {
+        name: "accounting".into(),
+        formats: vec!["datev-extf".into()],
+        dir: out.join("datev"),
+    }];
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -389,18 +402,6 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
             ));
         }
     }
-    // Accounting: the month's invoices as DATEV EXTF (Buchungsstapel + Debitoren), demo settings.
-    let datev_settings = datev::ExtfSettings {
-        consultant_number: 29098,
-        client_number: 55003,
-        fiscal_year_start: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
-        account_length: 4,
-        chart: datev::Chart::Skr03,
-        exported_by: "drehkreuz_demo".into(),
-    };
-    let finalized = crate::export::run_invoices(&db, &run.id).await?;
-    let datev_files =
-        crate::export::write_datev_extf(&datev_settings, &finalized, &out.join("datev"))?;
     let mut summary = String::new();
     let _ = writeln!(
         summary,
@@ -444,17 +445,19 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
     for l in &invoice_lines {
         let _ = writeln!(summary, "{l}");
     }
+    let datev_files = std::fs::read_dir(out.join("datev"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     let _ = writeln!(
         summary,
-        "DATEV EXTF export: {} files in {}",
-        datev_files.len(),
+        "DATEV EXTF export (consumer of invoice.finalized): {datev_files} files in {}",
         out.join("datev").display()
     );
     let waiting = outbox::backlog(&db).await?;
     if waiting > 0 {
         let _ = writeln!(
             summary,
-            "outbox: {waiting} events (invoice.finalized, contingent.threshold_crossed) wait for consumers not configured yet"
+            "outbox: {waiting} contingent.threshold_crossed events wait for the helpdesk write-back (not built yet)"
         );
     }
     let _ = writeln!(summary, "results in {}", out.display());

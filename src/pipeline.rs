@@ -7,8 +7,8 @@ use crate::store::Db;
 use std::sync::Arc;
 
 /// The consumers of a hub on this store.
-pub fn consumers(db: &Db) -> Vec<Consumer> {
-    vec![
+pub fn consumers(cfg: &crate::config::Config, db: &Db) -> Vec<Consumer> {
+    let mut list = vec![
         // Intake of work: tickets, time entries, usage → store (+ `work.recorded`).
         Consumer::new(
             ConsumerSpec::new(crate::intake::CONSUMER, crate::intake::ROUTING_KEYS),
@@ -22,5 +22,18 @@ pub fn consumers(db: &Db) -> Vec<Consumer> {
             ),
             Arc::new(crate::billing::ledger::ContingentLedger { db: db.clone() }),
         ),
-    ]
+    ];
+    // Export: each configured target consumes `invoice.finalized`.
+    let datev = crate::export::datev_settings(cfg).ok();
+    for t in &cfg.export {
+        list.push(Consumer::new(
+            ConsumerSpec::new(&format!("export-{}", t.name), &["invoice.finalized"]),
+            Arc::new(crate::export::ExportSink {
+                db: db.clone(),
+                target: t.clone(),
+                datev: datev.clone(),
+            }),
+        ));
+    }
+    list
 }

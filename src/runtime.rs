@@ -34,7 +34,7 @@ impl Hub {
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
         let db = Db::open(&cfg.database_url(), cfg.database.max_connections).await?;
         let bus = bus::from_config(&cfg, &db).await?;
-        let consumers = crate::pipeline::consumers(&db);
+        let consumers = crate::pipeline::consumers(&cfg, &db);
         let mut jobs: BTreeMap<String, Arc<dyn Job>> = BTreeMap::new();
         jobs.insert(
             "housekeeping".into(),

@@ -77,7 +77,7 @@ async fn hub(kind: BusKind) -> Option<Hub> {
     let cfg = test_config(kind, &url);
     let bus: Arc<dyn Bus> = drehkreuz::bus::from_config(&cfg, &db).await.unwrap();
     // The hub's real consumers (intake and the contingent ledger).
-    let consumers = drehkreuz::pipeline::consumers(&db);
+    let consumers = drehkreuz::pipeline::consumers(&cfg, &db);
     let specs: Vec<ConsumerSpec> = consumers.iter().map(|c| c.spec.clone()).collect();
     bus.declare(&specs).await.unwrap();
     let stop = CancellationToken::new();
