@@ -230,14 +230,16 @@ async fn export_sink_is_idempotent_and_byte_stable() {
         "two with work, and the contingent's monthly fee"
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = drehkreuz::config::Config::default();
-    cfg.datev = Some(drehkreuz::config::DatevSection {
-        consultant_number: 29098,
-        client_number: 55003,
-        fiscal_year_start: "01-01".into(),
-        account_length: 4,
-        chart: datev::Chart::Skr03,
-    });
+    let cfg = drehkreuz::config::Config {
+        datev: Some(drehkreuz::config::DatevSection {
+            consultant_number: 29098,
+            client_number: 55003,
+            fiscal_year_start: "01-01".into(),
+            account_length: 4,
+            chart: datev::Chart::Skr03,
+        }),
+        ..Default::default()
+    };
     let target = drehkreuz::config::ExportTarget {
         name: "acc".into(),
         formats: vec!["datev-extf".into()],
