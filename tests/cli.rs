@@ -192,3 +192,83 @@ async fn dlq_list_show_replay() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("already replayed"));
 }
+
+#[test]
+fn token_create_list_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = drehkreuz(dir.path())
+        .args([
+            "token",
+            "create",
+            "--name",
+            "Lager Bremen",
+            "--role",
+            "intake:warehouse",
+        ])
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = s
+        .lines()
+        .find_map(|l| l.strip_prefix("token:    "))
+        .unwrap()
+        .to_string();
+    let id = s
+        .lines()
+        .find_map(|l| l.strip_prefix("token id: "))
+        .unwrap()
+        .to_string();
+    assert!(token.starts_with(&format!("dkt_{id}_")));
+    let list = String::from_utf8_lossy(
+        &drehkreuz(dir.path())
+            .args(["token", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string();
+    assert!(
+        list.contains(&id) && list.contains("intake:warehouse") && !list.contains(&token[21..]),
+        "secret never listed: {list}"
+    );
+    let bad = drehkreuz(dir.path())
+        .args(["token", "create", "--name", "x", "--role", "root"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--role"));
+    assert!(drehkreuz(dir.path())
+        .args(["token", "revoke", &id])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let list = String::from_utf8_lossy(
+        &drehkreuz(dir.path())
+            .args(["token", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string();
+    assert!(list.contains("revoked"), "{list}");
+    let again = drehkreuz(dir.path())
+        .args(["token", "revoke", &id])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let audit = String::from_utf8_lossy(
+        &drehkreuz(dir.path())
+            .args(["audit", "--action", "token.revoke"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string();
+    assert!(audit.contains(&format!("token:{id}")), "{audit}");
+}

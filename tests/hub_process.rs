@@ -137,3 +137,45 @@ async fn ingress_rejects_bad_events_with_a_problem_naming_the_field() {
     token.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_have_their_own_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.hub.data_dir = dir.path().to_path_buf();
+    let (api, metrics) = (free_port(), free_port());
+    cfg.http.listen = format!("127.0.0.1:{api}");
+    cfg.http.metrics_listen = Some(format!("127.0.0.1:{metrics}"));
+    let hub = Hub::build(cfg).await.unwrap();
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let task = tokio::spawn(async move { hub.run(t).await });
+    support::eventually(Duration::from_secs(10), "up", || async {
+        reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+            .await
+            .is_ok()
+    })
+    .await;
+    let m = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(m.status(), 200);
+    assert!(m.text().await.unwrap().contains("drehkreuz_outbox_backlog"));
+    let on_api = reqwest::get(format!("http://127.0.0.1:{api}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_api.status(),
+        404,
+        "not on the API address when bound separately"
+    );
+    assert_eq!(
+        reqwest::get(format!("http://127.0.0.1:{api}/healthz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
