@@ -28,6 +28,75 @@ use tokio_util::sync::CancellationToken;
 
 const PAYLOAD: usize = 1024;
 
+/// CPU seconds (user + system) used so far by processes whose command name starts with one of
+/// `names` (e.g. the broker `beam.smp`, the database `postgres`), and by this process.
+fn cpu_seconds(names: &[&str]) -> (f64, f64) {
+    let tick = 100.0; // USER_HZ on Linux
+    let read = |stat: &str| -> f64 {
+        // Fields after the ")" of the command name: state is field 3; utime 14, stime 15.
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let u: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let s: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        (u + s) / tick
+    };
+    let mut others = 0.0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let p = e.path();
+            let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+            if names.iter().any(|n| comm.trim().starts_with(n)) {
+                others += std::fs::read_to_string(p.join("stat"))
+                    .map(|s| read(&s))
+                    .unwrap_or(0.0);
+            }
+        }
+    }
+    let me = std::fs::read_to_string("/proc/self/stat")
+        .map(|s| read(&s))
+        .unwrap_or(0.0);
+    (others, me)
+}
+
+/// Busy CPU seconds of the whole machine so far (from `/proc/stat`).
+fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: f64 = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    busy / 100.0
+}
+
+/// Runs a phase and prints the CPU it cost: the broker, this process, and the rest of the
+/// machine (mostly the database, whose per-connection processes come and go with the pool).
+async fn with_cpu<T>(label: &str, f: impl std::future::Future<Output = T>) -> T {
+    let (b0, m0) = cpu_seconds(&["beam.smp"]);
+    let all0 = machine_busy();
+    let t = Instant::now();
+    let out = f.await;
+    let (b1, m1) = cpu_seconds(&["beam.smp"]);
+    let all1 = machine_busy();
+    let (broker, me, all) = (b1 - b0, m1 - m0, all1 - all0);
+    println!(
+        "    cpu during {label}: broker {broker:.1}s, this process {me:.1}s, rest (database, kernel) {:.1}s; {all:.1}s busy of {:.1}s available",
+        (all - broker - me).max(0.0),
+        t.elapsed().as_secs_f64() * std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0)
+    );
+    out
+}
+
 fn amqp_url() -> String {
     std::env::var("DREHKREUZ_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -312,7 +381,7 @@ async fn main() -> anyhow::Result<()> {
         defaults.bus.prefetch, defaults.bus.concurrency
     );
 
-    let raw = raw_lapin(n, defaults.bus.prefetch).await?;
+    let raw = with_cpu("(a)", raw_lapin(n, defaults.bus.prefetch)).await?;
     println!("(a) raw lapin publish+confirm / consume+ack, quorum queue: {raw:>10.0} msg/s");
 
     let admin = sqlx::AnyPool::connect(&pg_admin()).await?;
@@ -324,11 +393,14 @@ async fn main() -> anyhow::Result<()> {
         .rsplit_once('/')
         .map(|(b, _)| b.to_string())
         .unwrap_or_default();
-    let hub = hub_path(
-        n,
-        bench_config(
-            BusKind::Rabbitmq,
-            SecretString::from(format!("{base}/{name}")),
+    let hub = with_cpu(
+        "(b)",
+        hub_path(
+            n,
+            bench_config(
+                BusKind::Rabbitmq,
+                SecretString::from(format!("{base}/{name}")),
+            ),
         ),
     )
     .await?;
