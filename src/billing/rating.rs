@@ -415,7 +415,8 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
                 rate_of(&w.e.level, &w.e.activity)?;
                 let cap = caps_minutes.get(&w.e.level).copied();
                 let (raw, billed) = (w.billable_raw, w.billed);
-                let Some(cap) = cap else {
+                // No cap for the level, or nothing left to charge after ticket-scope rounding.
+                let Some(cap) = cap.filter(|_| billed > 0) else {
                     invoice(w, &mut acc, raw, billed);
                     continue;
                 };

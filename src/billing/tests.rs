@@ -802,3 +802,28 @@ proptest! {
         prop_assert_eq!(r.totals.net, Decimal::from(k * inc));
     }
 }
+
+#[test]
+fn budget_entry_rounded_down_to_nothing_keeps_its_raw_minutes() {
+    // Found by the property test: ticket scope, nearest 60 → the group rounds down to 0 billed
+    // minutes; the entry's raw minute must still be accounted (invoiced at 0 minutes).
+    let caps = BTreeMap::from([("1st".to_string(), 120u32)]);
+    let c = contract(
+        ContractKind::Budget { caps_minutes: caps },
+        &[("1st", dec!(95))],
+        rounding(60, RoundingMode::Nearest, RoundingScope::Ticket),
+    );
+    // 61 + 1 = 62 min → 60 billed: the last entry (1 min) is rounded down to 0 billed minutes.
+    let r = run(
+        &c,
+        &[ticket("T")],
+        &[entry("1", "T", "1st", 61, 0), entry("2", "T", "1st", 1, 90)],
+        dec!(0),
+        &[],
+    );
+    assert_eq!(r.entries[1].billed_minutes, 0);
+    for e in &r.entries {
+        assert_eq!(e.split.total(), e.split.raw, "{e:?}");
+    }
+    assert_eq!(r.totals.net, dec!(95.00));
+}
