@@ -28,6 +28,25 @@ pub struct Config {
     pub datev: Option<DatevSection>,
     /// Export targets fed by `invoice.finalized` (`[[export]]`).
     pub export: Vec<ExportTarget>,
+    /// The Zammad helpdesk (`[zammad]`): write-back of notices.
+    pub zammad: Option<ZammadSection>,
+}
+
+/// Where the helpdesk is and how the hub writes to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZammadSection {
+    /// e.g. `https://helpdesk.example.com`.
+    pub base_url: String,
+    /// API token with `ticket.agent` (a secret: never printed or logged).
+    pub token: SecretString,
+    /// Group the hub's notice tickets go to.
+    #[serde(default = "default_group")]
+    pub group: String,
+}
+
+fn default_group() -> String {
+    "Service Desk".into()
 }
 
 /// A delivery target for finalized invoices: a directory drop with atomic writes.
@@ -245,6 +264,7 @@ impl Default for Config {
             schedule,
             datev: None,
             export: Vec::new(),
+            zammad: None,
         }
     }
 }
@@ -461,6 +481,7 @@ impl Config {
             "schedule": self.schedule,
             "datev": self.datev,
             "export": self.export,
+            "zammad": self.zammad.as_ref().map(|z| serde_json::json!({ "base_url": z.base_url, "token": "***", "group": z.group })),
         });
         toml::to_string_pretty(&strip_nulls(value))
             .unwrap_or_else(|e| format!("# cannot render: {e}"))

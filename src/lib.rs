@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod export;
+pub mod helpdesk;
 pub mod http;
 pub mod intake;
 pub mod masterdata;

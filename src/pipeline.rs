@@ -35,5 +35,15 @@ pub fn consumers(cfg: &crate::config::Config, db: &Db) -> Vec<Consumer> {
             }),
         ));
     }
+    // Helpdesk write-back: contingent notices to the customer through Zammad.
+    if let Some(z) = &cfg.zammad {
+        list.push(Consumer::new(
+            ConsumerSpec::new(crate::helpdesk::CONSUMER, crate::helpdesk::ROUTING_KEYS),
+            Arc::new(crate::helpdesk::HelpdeskNotify {
+                client: zammad::Client::new(&z.base_url, z.token.clone()),
+                group: z.group.clone(),
+            }),
+        ));
+    }
     list
 }

@@ -1,0 +1,230 @@
+//! A Zammad REST client (I/O only): token auth (`Authorization: Token token=…`), JSON, retries
+//! with jittered exponential backoff on 429 (honouring `Retry-After`), 5xx and connection
+//! errors; 401 and other 4xx are returned at once. Shapes follow Zammad's documented API
+//! (`shared/reference/zammad-and-psa.md` §1).
+
+use backon::BackoffBuilder;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ZammadError {
+    #[error("Zammad refused the token (401)")]
+    Unauthorized,
+    #[error("not found in Zammad: {0}")]
+    NotFound(String),
+    #[error("Zammad rejected the request ({status}): {body}")]
+    Rejected { status: u16, body: String },
+    #[error("Zammad unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ZammadError {
+    /// Worth retrying later (the peer is down or busy).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ZammadError::Unavailable(_))
+    }
+}
+
+/// A ticket as returned by create and search (the fields the hub uses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketRef {
+    pub id: u64,
+    #[serde(default)]
+    pub number: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+/// `POST /api/v1/tickets` body (names are converted to ids by Zammad).
+#[derive(Debug, Clone, Serialize)]
+pub struct NewTicket {
+    pub title: String,
+    pub group: String,
+    /// `guess:<email>` finds or creates the customer.
+    pub customer_id: String,
+    pub state: String,
+    /// Comma-separated tags (the hub's reference goes here, for idempotent creation).
+    pub tags: String,
+    pub article: NewArticle,
+}
+
+/// An article: an internal note, or an e-mail to the customer.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewArticle {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_id: Option<u64>,
+    pub subject: String,
+    pub body: String,
+    pub content_type: String,
+    /// `note` or `email`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub internal: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+}
+
+/// The client.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: SecretString,
+    http: reqwest::Client,
+    max_retries: usize,
+}
+
+impl Client {
+    pub fn new(base_url: &str, token: SecretString) -> Self {
+        Self {
+            base: base_url.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+            max_retries: 5,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ZammadError> {
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(10))
+            .with_max_times(self.max_retries)
+            .build();
+        loop {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .header(
+                    "Authorization",
+                    format!("Token token={}", self.token.expose_secret()),
+                );
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let (err, retry_after) = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let text = resp.text().await.unwrap_or_default();
+                    match status {
+                        200..=299 => {
+                            return serde_json::from_str(&text).map_err(|e| ZammadError::Rejected {
+                                status,
+                                body: format!("not JSON: {e}"),
+                            })
+                        }
+                        401 => return Err(ZammadError::Unauthorized),
+                        404 => return Err(ZammadError::NotFound(path.to_string())),
+                        429 | 500..=599 => (
+                            ZammadError::Unavailable(format!("{status} from {path}")),
+                            retry_after,
+                        ),
+                        _ => {
+                            return Err(ZammadError::Rejected {
+                                status,
+                                body: text.chars().take(500).collect(),
+                            })
+                        }
+                    }
+                }
+                Err(e) => (ZammadError::Unavailable(e.to_string()), None),
+            };
+            match delays.next() {
+                Some(d) => {
+                    let wait = retry_after.unwrap_or(d).min(Duration::from_secs(60));
+                    tracing::info!(path, error = %err, wait_ms = wait.as_millis() as u64, "Zammad call will be retried.");
+                    tokio::time::sleep(wait).await;
+                }
+                None => return Err(err),
+            }
+        }
+    }
+
+    /// Tickets matching a search query (`expand=true`: always an array of tickets).
+    pub async fn search_tickets(&self, query: &str) -> Result<Vec<TicketRef>, ZammadError> {
+        let q: String = query
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.:".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/tickets/search?query={q}&expand=true"),
+                None,
+            )
+            .await?;
+        // Tolerate both documented shapes: an array, or {"tickets": [...]} without expand.
+        let arr = match v {
+            serde_json::Value::Array(a) => a,
+            serde_json::Value::Object(mut o) => match o.remove("tickets") {
+                Some(serde_json::Value::Array(a)) => a,
+                _ => vec![],
+            },
+            _ => vec![],
+        };
+        Ok(arr
+            .into_iter()
+            .filter_map(|t| serde_json::from_value(t).ok())
+            .collect())
+    }
+
+    /// Creates a ticket.
+    pub async fn create_ticket(&self, t: &NewTicket) -> Result<TicketRef, ZammadError> {
+        let body = serde_json::to_value(t).map_err(|e| ZammadError::Rejected {
+            status: 0,
+            body: e.to_string(),
+        })?;
+        let v = self
+            .call(reqwest::Method::POST, "/api/v1/tickets", Some(&body))
+            .await?;
+        serde_json::from_value(v).map_err(|e| ZammadError::Rejected {
+            status: 201,
+            body: e.to_string(),
+        })
+    }
+
+    /// Adds an article to a ticket.
+    pub async fn add_article(&self, a: &NewArticle) -> Result<u64, ZammadError> {
+        let body = serde_json::to_value(a).map_err(|e| ZammadError::Rejected {
+            status: 0,
+            body: e.to_string(),
+        })?;
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/ticket_articles",
+                Some(&body),
+            )
+            .await?;
+        v.get("id")
+            .and_then(|i| i.as_u64())
+            .ok_or(ZammadError::Rejected {
+                status: 201,
+                body: "article without id".into(),
+            })
+    }
+}

@@ -1,0 +1,223 @@
+//! Helpdesk write-back against a fake Zammad that speaks the documented API (token auth,
+//! `POST /api/v1/tickets`, `POST /api/v1/ticket_articles`, `GET /api/v1/tickets/search` with
+//! `expand=true`, 401 and 429 with `Retry-After`).
+
+mod support;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use drehkreuz::billing::ledger::ThresholdCrossed;
+use drehkreuz::bus::{apply, Outcome};
+use drehkreuz::helpdesk::HelpdeskNotify;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct Fake {
+    tickets: Mutex<Vec<Value>>,
+    articles: Mutex<Vec<Value>>,
+    busy: AtomicUsize,
+}
+
+fn authorized(h: &HeaderMap) -> bool {
+    h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Token token=zammad-secret")
+}
+
+async fn search(
+    State(f): State<Arc<Fake>>,
+    h: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    if !authorized(&h) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "authentication failed"})),
+        )
+            .into_response();
+    }
+    assert_eq!(q.get("expand").map(String::as_str), Some("true"));
+    let tag = q
+        .get("query")
+        .and_then(|x| x.strip_prefix("tags:"))
+        .unwrap_or("")
+        .to_string();
+    let hits: Vec<Value> = f
+        .tickets
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["tags"]
+                .as_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|x| x == tag)
+        })
+        .cloned()
+        .collect();
+    Json(Value::Array(hits)).into_response()
+}
+
+async fn create_ticket(
+    State(f): State<Arc<Fake>>,
+    h: HeaderMap,
+    Json(b): Json<Value>,
+) -> impl IntoResponse {
+    if !authorized(&h) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "authentication failed"})),
+        )
+            .into_response();
+    }
+    assert!(
+        b["article"].is_object(),
+        "an article is mandatory on ticket create"
+    );
+    let mut t = f.tickets.lock().unwrap();
+    let id = 80 + t.len() as u64 + 1;
+    let ticket = json!({"id": id, "number": format!("{}", 10000 + id), "title": b["title"], "group": b["group"],
+        "customer": b["customer_id"], "tags": b["tags"], "state": "open", "article_ids": [id * 10], "ticket_time_accounting_ids": []});
+    t.push(ticket.clone());
+    (StatusCode::CREATED, Json(ticket)).into_response()
+}
+
+async fn create_article(
+    State(f): State<Arc<Fake>>,
+    h: HeaderMap,
+    Json(b): Json<Value>,
+) -> impl IntoResponse {
+    if !authorized(&h) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "authentication failed"})),
+        )
+            .into_response();
+    }
+    if f.busy.load(Ordering::SeqCst) > 0 {
+        f.busy.fetch_sub(1, Ordering::SeqCst);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "0")],
+            "slow down",
+        )
+            .into_response();
+    }
+    let mut a = f.articles.lock().unwrap();
+    let id = 500 + a.len() as u64;
+    let mut article = b.clone();
+    article["id"] = json!(id);
+    a.push(article.clone());
+    (StatusCode::CREATED, Json(article)).into_response()
+}
+
+async fn fake_zammad() -> (String, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let app = Router::new()
+        .route("/api/v1/tickets/search", get(search))
+        .route("/api/v1/tickets", post(create_ticket))
+        .route("/api/v1/ticket_articles", post(create_article))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), fake)
+}
+
+fn notice(percent: u32) -> canonical::Envelope {
+    let n = ThresholdCrossed {
+        customer_id: "C-1001".into(),
+        customer_name: "Müller & Söhne Steuerberatung GmbH".into(),
+        contract_id: "K-1001".into(),
+        period: "2026-10".parse().unwrap(),
+        percent,
+        consumed: "510".into(),
+        available: "600".into(),
+        entry_id: "k5".into(),
+        at: "2026-10-21T09:00:00Z".parse().unwrap(),
+        notify: vec![canonical::customer::Contact {
+            name: "Petra Müller".into(),
+            email: "p.mueller@mueller-stb.example".into(),
+        }],
+    };
+    canonical::Envelope::new(
+        "/drehkreuz/billing",
+        "contingent.threshold_crossed",
+        &format!("K-1001:2026-10:{percent}"),
+        "1",
+        n.at,
+        &n,
+    )
+    .unwrap()
+}
+
+fn handler(base: &str, token: &str) -> HelpdeskNotify {
+    HelpdeskNotify {
+        client: zammad::Client::new(base, secrecy::SecretString::from(token.to_string())),
+        group: "Service Desk".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threshold_notice_reaches_the_customer_once_on_one_ticket() {
+    let (base, fake) = fake_zammad().await;
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    let h = handler(&base, "zammad-secret");
+
+    assert_eq!(
+        apply(&db, "helpdesk-notify", &h, &notice(80)).await,
+        Outcome::Applied
+    );
+    assert_eq!(fake.tickets.lock().unwrap().len(), 1);
+    let a = fake.articles.lock().unwrap().clone();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0]["type"], "email");
+    assert_eq!(a[0]["internal"], false);
+    assert_eq!(a[0]["to"], "p.mueller@mueller-stb.example");
+    assert!(a[0]["subject"].as_str().unwrap().contains("80 %"));
+    assert_eq!(a[0]["ticket_id"], fake.tickets.lock().unwrap()[0]["id"]);
+
+    // The same event again (redelivery): nothing new.
+    assert_eq!(
+        apply(&db, "helpdesk-notify", &h, &notice(80)).await,
+        Outcome::Duplicate
+    );
+    assert_eq!(fake.articles.lock().unwrap().len(), 1);
+
+    // The next threshold: same ticket, one more article; a 429 on the way is retried.
+    fake.busy.store(1, Ordering::SeqCst);
+    assert_eq!(
+        apply(&db, "helpdesk-notify", &h, &notice(100)).await,
+        Outcome::Applied
+    );
+    assert_eq!(fake.tickets.lock().unwrap().len(), 1, "no second ticket");
+    assert_eq!(fake.articles.lock().unwrap().len(), 2);
+
+    // A hub that lost its reference table finds the ticket by its tag instead of opening another.
+    let (db2, _u2, _d2) = support::fresh_sqlite().await;
+    assert_eq!(
+        apply(&db2, "helpdesk-notify", &h, &notice(80)).await,
+        Outcome::Applied
+    );
+    assert_eq!(fake.tickets.lock().unwrap().len(), 1);
+
+    // A wrong token is not worth retrying: dead letter with the reason.
+    let bad = handler(&base, "wrong");
+    let (db3, _u3, _d3) = support::fresh_sqlite().await;
+    match apply(&db3, "helpdesk-notify", &bad, &notice(80)).await {
+        Outcome::Dead(reason) => assert!(reason.contains("401"), "{reason}"),
+        other => panic!("expected a permanent failure, got {other:?}"),
+    }
+    // Zammad down: transient, retried later by the bus.
+    let down = handler("http://127.0.0.1:9", "zammad-secret");
+    let (db4, _u4, _d4) = support::fresh_sqlite().await;
+    assert!(matches!(
+        apply(&db4, "helpdesk-notify", &down, &notice(80)).await,
+        Outcome::Retry(_)
+    ));
+}
