@@ -61,6 +61,13 @@ struct Hub {
 }
 
 async fn hub(kind: BusKind) -> Option<Hub> {
+    hub_with(kind, |_| {}).await
+}
+
+async fn hub_with(
+    kind: BusKind,
+    tweak: impl FnOnce(&mut drehkreuz::config::Config),
+) -> Option<Hub> {
     let (db, url, dir) = match kind {
         BusKind::Embedded => {
             let (db, url, dir) = fresh_sqlite().await;
@@ -74,7 +81,8 @@ async fn hub(kind: BusKind) -> Option<Hub> {
             (db, url, None)
         }
     };
-    let cfg = test_config(kind, &url);
+    let mut cfg = test_config(kind, &url);
+    tweak(&mut cfg);
     let bus: Arc<dyn Bus> = drehkreuz::bus::from_config(&cfg, &db).await.unwrap();
     // The hub's real consumers (intake and the contingent ledger).
     let consumers = drehkreuz::pipeline::consumers(&cfg, &db);
@@ -154,7 +162,11 @@ impl Hub {
         for t in self.tasks.drain(..) {
             t.await.unwrap();
         }
-        cleanup_rabbit(&self.cfg, &["work-intake", "contingent-ledger"]).await;
+        cleanup_rabbit(
+            &self.cfg,
+            &["work-intake", "contingent-ledger", "helpdesk-notify"],
+        )
+        .await;
     }
 }
 
@@ -420,7 +432,19 @@ fn demo_runs_on_embedded_defaults_and_writes_results() {
 }
 
 async fn thresholds_are_announced_once_as_work_arrives(kind: BusKind) {
-    let Some(h) = hub(kind).await else { return };
+    // The helpdesk write-back goes to a fake Zammad: each notice becomes one e-mail article.
+    let (zammad_url, fake) = support::fake_zammad::fake_zammad().await;
+    let Some(h) = hub_with(kind, |c| {
+        c.zammad = Some(drehkreuz::config::ZammadSection {
+            base_url: zammad_url.clone(),
+            token: secrecy::SecretString::from("zammad-secret".to_string()),
+            group: "Service Desk".into(),
+        })
+    })
+    .await
+    else {
+        return;
+    };
     let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
         "../docs/examples/master-data.toml"
     ))
@@ -489,6 +513,22 @@ async fn thresholds_are_announced_once_as_work_arrives(kind: BusKind) {
     .await;
     h.settled().await;
     assert_eq!(notices(&h).await.len(), 2, "once per threshold and period");
+    eventually(
+        Duration::from_secs(20),
+        "two notes at the helpdesk",
+        || async { fake.articles.lock().unwrap().len() == 2 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let articles = fake.articles.lock().unwrap().clone();
+    assert_eq!(articles.len(), 2, "each threshold exactly once");
+    assert!(articles[0]["subject"].as_str().unwrap().contains("80 %"));
+    assert!(articles[1]["subject"].as_str().unwrap().contains("100 %"));
+    assert_eq!(
+        fake.tickets.lock().unwrap().len(),
+        1,
+        "one notice ticket for the contract and period"
+    );
     h.stop().await;
 }
 

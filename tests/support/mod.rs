@@ -4,6 +4,8 @@
 //! test with a message; in CI (`CI=true`) it fails the test.
 #![allow(dead_code)]
 
+pub mod fake_zammad;
+
 use drehkreuz::config::{BusKind, Config};
 use drehkreuz::store::Db;
 use secrecy::{ExposeSecret, SecretString};

@@ -1,0 +1,126 @@
+//! A fake Zammad speaking the documented API: token auth, `POST /api/v1/tickets`,
+//! `POST /api/v1/ticket_articles`, `GET /api/v1/tickets/search` (`expand=true`), 401 on a
+//! wrong token, 429 with `Retry-After` on demand.
+#![allow(dead_code)]
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+pub struct Fake {
+    pub tickets: Mutex<Vec<Value>>,
+    pub articles: Mutex<Vec<Value>>,
+    pub busy: AtomicUsize,
+}
+
+fn authorized(h: &HeaderMap) -> bool {
+    h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Token token=zammad-secret")
+}
+
+async fn search(
+    State(f): State<Arc<Fake>>,
+    h: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    if !authorized(&h) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "authentication failed"})),
+        )
+            .into_response();
+    }
+    assert_eq!(q.get("expand").map(String::as_str), Some("true"));
+    let tag = q
+        .get("query")
+        .and_then(|x| x.strip_prefix("tags:"))
+        .unwrap_or("")
+        .to_string();
+    let hits: Vec<Value> = f
+        .tickets
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["tags"]
+                .as_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|x| x == tag)
+        })
+        .cloned()
+        .collect();
+    Json(Value::Array(hits)).into_response()
+}
+
+async fn create_ticket(
+    State(f): State<Arc<Fake>>,
+    h: HeaderMap,
+    Json(b): Json<Value>,
+) -> impl IntoResponse {
+    if !authorized(&h) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "authentication failed"})),
+        )
+            .into_response();
+    }
+    assert!(
+        b["article"].is_object(),
+        "an article is mandatory on ticket create"
+    );
+    let mut t = f.tickets.lock().unwrap();
+    let id = 80 + t.len() as u64 + 1;
+    let ticket = json!({"id": id, "number": format!("{}", 10000 + id), "title": b["title"], "group": b["group"],
+        "customer": b["customer_id"], "tags": b["tags"], "state": "open", "article_ids": [id * 10], "ticket_time_accounting_ids": []});
+    t.push(ticket.clone());
+    (StatusCode::CREATED, Json(ticket)).into_response()
+}
+
+async fn create_article(
+    State(f): State<Arc<Fake>>,
+    h: HeaderMap,
+    Json(b): Json<Value>,
+) -> impl IntoResponse {
+    if !authorized(&h) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "authentication failed"})),
+        )
+            .into_response();
+    }
+    if f.busy.load(Ordering::SeqCst) > 0 {
+        f.busy.fetch_sub(1, Ordering::SeqCst);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "0")],
+            "slow down",
+        )
+            .into_response();
+    }
+    let mut a = f.articles.lock().unwrap();
+    let id = 500 + a.len() as u64;
+    let mut article = b.clone();
+    article["id"] = json!(id);
+    a.push(article.clone());
+    (StatusCode::CREATED, Json(article)).into_response()
+}
+
+pub async fn fake_zammad() -> (String, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let app = Router::new()
+        .route("/api/v1/tickets/search", get(search))
+        .route("/api/v1/tickets", post(create_ticket))
+        .route("/api/v1/ticket_articles", post(create_article))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), fake)
+}
