@@ -43,6 +43,19 @@ pub struct ZammadSection {
     /// Group the hub's notice tickets go to.
     #[serde(default = "default_group")]
     pub group: String,
+    /// HMAC-SHA1 secret of the Zammad webhook (`X-Hub-Signature`); no secret, no webhook.
+    #[serde(default)]
+    pub webhook_secret: Option<SecretString>,
+    /// Source name of records from this Zammad (default `zammad`).
+    #[serde(default = "default_zammad_source")]
+    pub source: String,
+    /// How Zammad's time accountings and tickets map to billing (`[zammad.mapping]`).
+    #[serde(default)]
+    pub mapping: zammad_mapping::MappingSettings,
+}
+
+fn default_zammad_source() -> String {
+    "zammad".into()
 }
 
 fn default_group() -> String {
@@ -481,7 +494,10 @@ impl Config {
             "schedule": self.schedule,
             "datev": self.datev,
             "export": self.export,
-            "zammad": self.zammad.as_ref().map(|z| serde_json::json!({ "base_url": z.base_url, "token": "***", "group": z.group })),
+            "zammad": self.zammad.as_ref().map(|z| serde_json::json!({
+                "base_url": z.base_url, "token": "***", "group": z.group, "source": z.source,
+                "webhook_secret": z.webhook_secret.as_ref().map(|_| "***"), "mapping": z.mapping,
+            })),
         });
         toml::to_string_pretty(&strip_nulls(value))
             .unwrap_or_else(|e| format!("# cannot render: {e}"))

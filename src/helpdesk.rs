@@ -124,3 +124,64 @@ impl Handler for HelpdeskNotify {
         Ok(())
     }
 }
+
+/// The `zammad-sync` consumer: on `zammad.ticket_changed` it fetches the ticket and its time
+/// accountings from Zammad, maps them (`mappings/zammad`) and writes `ticket.updated` and
+/// `time_entry.updated` events to the outbox for the intake. A time accounting that cannot be
+/// mapped (unknown type, fractional minutes) goes on the review list with the reason; the rest
+/// of the ticket flows on.
+pub struct ZammadSync {
+    pub client: zammad::Client,
+    pub source: String,
+    pub mapping: zammad_mapping::MappingSettings,
+}
+
+pub const SYNC_CONSUMER: &str = "zammad-sync";
+pub const SYNC_ROUTING_KEYS: &[&str] = &["zammad.ticket_changed"];
+
+#[async_trait]
+impl Handler for ZammadSync {
+    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let changed: crate::http::webhooks::TicketChanged = ev.decode().map_err(|e| {
+            HandlerError::Permanent(format!("zammad.ticket_changed {}: {e}", ev.id))
+        })?;
+        let raw_ticket = self
+            .client
+            .get_ticket(&changed.ticket_id)
+            .await
+            .map_err(fail)?;
+        let ticket = zammad_mapping::ticket(&raw_ticket, &self.source, &self.mapping)
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        let mut events = vec![crate::intake::ticket_event(&ticket, false)
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?];
+        for ta in self
+            .client
+            .ticket_time_accountings(&changed.ticket_id)
+            .await
+            .map_err(fail)?
+        {
+            match zammad_mapping::time_accounting(&ta, &self.source, &self.mapping) {
+                Ok(entry) => events.push(
+                    crate::intake::time_entry_event(&entry, false)
+                        .map_err(|e| HandlerError::Permanent(e.to_string()))?,
+                ),
+                Err(e) => {
+                    crate::store::review::add(
+                        tx,
+                        "unmapped_time_accounting",
+                        &self.source,
+                        &format!(
+                            "time_accounting:{}",
+                            ta.get("id").cloned().unwrap_or_default()
+                        ),
+                        &e.to_string(),
+                        &ta,
+                    )
+                    .await?;
+                }
+            }
+        }
+        crate::store::outbox::enqueue_many(tx, &events).await?;
+        Ok(())
+    }
+}

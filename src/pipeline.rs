@@ -35,8 +35,19 @@ pub fn consumers(cfg: &crate::config::Config, db: &Db) -> Vec<Consumer> {
             }),
         ));
     }
-    // Helpdesk write-back: contingent notices to the customer through Zammad.
+    // Helpdesk (Zammad): webhook signals → fetch and map; contingent notices written back.
     if let Some(z) = &cfg.zammad {
+        list.push(Consumer::new(
+            ConsumerSpec::new(
+                crate::helpdesk::SYNC_CONSUMER,
+                crate::helpdesk::SYNC_ROUTING_KEYS,
+            ),
+            Arc::new(crate::helpdesk::ZammadSync {
+                client: zammad::Client::new(&z.base_url, z.token.clone()),
+                source: z.source.clone(),
+                mapping: z.mapping.clone(),
+            }),
+        ));
         list.push(Consumer::new(
             ConsumerSpec::new(crate::helpdesk::CONSUMER, crate::helpdesk::ROUTING_KEYS),
             Arc::new(crate::helpdesk::HelpdeskNotify {

@@ -113,6 +113,14 @@ impl Hub {
             bus: self.bus.clone(),
             relay_wakeup: self.relay_wakeup.clone(),
             metrics,
+            zammad_webhook: self.cfg.zammad.as_ref().and_then(|z| {
+                z.webhook_secret
+                    .clone()
+                    .map(|secret| crate::http::webhooks::ZammadWebhook {
+                        secret,
+                        source: z.source.clone(),
+                    })
+            }),
         };
         let separate_metrics = self.cfg.http.metrics_listen.clone();
         let app = http::router(

@@ -439,6 +439,9 @@ async fn thresholds_are_announced_once_as_work_arrives(kind: BusKind) {
             base_url: zammad_url.clone(),
             token: secrecy::SecretString::from("zammad-secret".to_string()),
             group: "Service Desk".into(),
+            webhook_secret: None,
+            source: "zammad".into(),
+            mapping: Default::default(),
         })
     })
     .await

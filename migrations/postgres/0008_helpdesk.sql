@@ -4,3 +4,11 @@ CREATE TABLE helpdesk_tickets (
     ticket_id  BIGINT NOT NULL,
     created_at BIGINT NOT NULL
 );
+
+-- Webhook deliveries already accepted (Zammad's X-Zammad-Delivery), for deduplication.
+CREATE TABLE webhook_deliveries (
+    source      TEXT   NOT NULL,
+    delivery_id TEXT   NOT NULL,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (source, delivery_id)
+);

@@ -7,6 +7,7 @@ pub mod billing;
 pub mod deadletters;
 pub mod events;
 pub mod problem;
+pub mod webhooks;
 
 use crate::bus::Bus;
 use crate::store::{outbox, Db};
@@ -26,6 +27,8 @@ pub struct AppState {
     pub bus: Arc<dyn Bus>,
     pub relay_wakeup: Arc<Notify>,
     pub metrics: PrometheusHandle,
+    /// The Zammad webhook's secret and source, when configured.
+    pub zammad_webhook: Option<webhooks::ZammadWebhook>,
 }
 
 #[derive(utoipa::OpenApi)]
@@ -62,6 +65,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(events::routes())
         .merge(deadletters::routes())
         .merge(billing::routes())
+        .merge(webhooks::routes())
         .split_for_parts()
 }
 

@@ -18,6 +18,54 @@ pub struct Fake {
     pub tickets: Mutex<Vec<Value>>,
     pub articles: Mutex<Vec<Value>>,
     pub busy: AtomicUsize,
+    /// Helpdesk tickets served by `GET /api/v1/tickets/{id}` and their time accountings.
+    pub helpdesk_tickets: Mutex<HashMap<String, Value>>,
+    pub accountings: Mutex<HashMap<String, Vec<Value>>>,
+}
+
+async fn get_ticket(
+    State(f): State<Arc<Fake>>,
+    h: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> impl IntoResponse {
+    if !authorized(&h) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "authentication failed"})),
+        )
+            .into_response();
+    }
+    match f.helpdesk_tickets.lock().unwrap().get(&id) {
+        Some(t) => Json(t.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "Couldn't find Ticket"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn get_accountings(
+    State(f): State<Arc<Fake>>,
+    h: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> impl IntoResponse {
+    if !authorized(&h) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "authentication failed"})),
+        )
+            .into_response();
+    }
+    Json(Value::Array(
+        f.accountings
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap_or_default(),
+    ))
+    .into_response()
 }
 
 fn authorized(h: &HeaderMap) -> bool {
@@ -118,6 +166,11 @@ pub async fn fake_zammad() -> (String, Arc<Fake>) {
         .route("/api/v1/tickets/search", get(search))
         .route("/api/v1/tickets", post(create_ticket))
         .route("/api/v1/ticket_articles", post(create_article))
+        .route("/api/v1/tickets/{id}", get(get_ticket))
+        .route(
+            "/api/v1/tickets/{id}/time_accountings",
+            get(get_accountings),
+        )
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

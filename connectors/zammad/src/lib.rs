@@ -228,3 +228,36 @@ impl Client {
             })
     }
 }
+
+impl Client {
+    /// A ticket with name-resolved relations (`expand=true`).
+    pub async fn get_ticket(&self, id: &str) -> Result<serde_json::Value, ZammadError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/api/v1/tickets/{id}?expand=true"),
+            None,
+        )
+        .await
+    }
+
+    /// The time accountings of a ticket.
+    pub async fn ticket_time_accountings(
+        &self,
+        id: &str,
+    ) -> Result<Vec<serde_json::Value>, ZammadError> {
+        match self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/tickets/{id}/time_accountings"),
+                None,
+            )
+            .await?
+        {
+            serde_json::Value::Array(a) => Ok(a),
+            other => Err(ZammadError::Rejected {
+                status: 200,
+                body: format!("expected an array, got {other}"),
+            }),
+        }
+    }
+}

@@ -47,7 +47,7 @@ fn yes() -> bool {
 }
 
 /// Mapping settings (from the hub's config).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MappingSettings {
     #[serde(default)]
@@ -66,6 +66,17 @@ fn first() -> String {
     "1st".into()
 }
 
+impl Default for MappingSettings {
+    fn default() -> Self {
+        Self {
+            time_unit: TimeUnit::Minutes,
+            types: BTreeMap::new(),
+            default_level: first(),
+            classification_attribute: None,
+        }
+    }
+}
+
 /// Why a record could not be mapped: which field, what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("zammad {record}: `{field}`: {expected}")]
@@ -76,7 +87,11 @@ pub struct MappingError {
 }
 
 fn err(record: &str, field: &str, expected: impl Into<String>) -> MappingError {
-    MappingError { record: record.into(), field: field.into(), expected: expected.into() }
+    MappingError {
+        record: record.into(),
+        field: field.into(),
+        expected: expected.into(),
+    }
 }
 
 fn id_of(v: &Value, field: &str, record: &str) -> Result<String, MappingError> {
@@ -87,7 +102,11 @@ fn id_of(v: &Value, field: &str, record: &str) -> Result<String, MappingError> {
     }
 }
 
-fn instant(v: &Value, field: &str, record: &str) -> Result<chrono::DateTime<chrono::Utc>, MappingError> {
+fn instant(
+    v: &Value,
+    field: &str,
+    record: &str,
+) -> Result<chrono::DateTime<chrono::Utc>, MappingError> {
     v.get(field)
         .and_then(|x| x.as_str())
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
@@ -100,7 +119,11 @@ pub fn ticket(v: &Value, source: &str, s: &MappingSettings) -> Result<Ticket, Ma
     let id = id_of(v, "id", "ticket")?;
     let record = format!("ticket {id}");
     let updated = instant(v, "updated_at", &record)?;
-    let title = v.get("title").and_then(|t| t.as_str()).unwrap_or("").to_string();
+    let title = v
+        .get("title")
+        .and_then(|t| t.as_str())
+        .unwrap_or("")
+        .to_string();
     if title.trim().is_empty() {
         return Err(err(&record, "title", "a non-empty title"));
     }
@@ -131,7 +154,11 @@ pub fn ticket(v: &Value, source: &str, s: &MappingSettings) -> Result<Ticket, Ma
 }
 
 /// A Zammad time accounting → canonical time entry (of the given ticket).
-pub fn time_accounting(v: &Value, source: &str, s: &MappingSettings) -> Result<TimeEntry, MappingError> {
+pub fn time_accounting(
+    v: &Value,
+    source: &str,
+    s: &MappingSettings,
+) -> Result<TimeEntry, MappingError> {
     let id = id_of(v, "id", "time_accounting")?;
     let record = format!("time_accounting {id}");
     let ticket_id = id_of(v, "ticket_id", &record)?;
@@ -140,7 +167,10 @@ pub fn time_accounting(v: &Value, source: &str, s: &MappingSettings) -> Result<T
         Some(Value::Number(n)) => n.to_string(),
         _ => return Err(err(&record, "time_unit", "a decimal string like \"15.0\"")),
     };
-    let amount: Decimal = raw.trim().parse().map_err(|_| err(&record, "time_unit", format!("a decimal, got {raw:?}")))?;
+    let amount: Decimal = raw
+        .trim()
+        .parse()
+        .map_err(|_| err(&record, "time_unit", format!("a decimal, got {raw:?}")))?;
     let factor = match s.time_unit {
         TimeUnit::Minutes => Decimal::ONE,
         TimeUnit::Hours => Decimal::from(60),
@@ -148,9 +178,20 @@ pub fn time_accounting(v: &Value, source: &str, s: &MappingSettings) -> Result<T
     };
     let minutes = amount * factor;
     if minutes.fract() != Decimal::ZERO || minutes <= Decimal::ZERO {
-        return Err(err(&record, "time_unit", format!("a positive whole number of minutes, got {raw} {:?}", s.time_unit)));
+        return Err(err(
+            &record,
+            "time_unit",
+            format!(
+                "a positive whole number of minutes, got {raw} {:?}",
+                s.time_unit
+            ),
+        ));
     }
-    let minutes: u32 = minutes.trunc().to_string().parse().map_err(|_| err(&record, "time_unit", "at most 4294967295 minutes"))?;
+    let minutes: u32 = minutes
+        .trunc()
+        .to_string()
+        .parse()
+        .map_err(|_| err(&record, "time_unit", "at most 4294967295 minutes"))?;
     let mapping = match v.get("type_id") {
         None | Some(Value::Null) => None,
         Some(t) => {
@@ -159,7 +200,13 @@ pub fn time_accounting(v: &Value, source: &str, s: &MappingSettings) -> Result<T
                 Value::String(s) => s.clone(),
                 _ => return Err(err(&record, "type_id", "an id or null")),
             };
-            Some(s.types.get(&key).ok_or_else(|| err(&record, "type_id", format!("a mapped time-accounting type (type {key} is not in [zammad.types])")))?)
+            Some(s.types.get(&key).ok_or_else(|| {
+                err(
+                    &record,
+                    "type_id",
+                    format!("a mapped time-accounting type (type {key} is not in [zammad.types])"),
+                )
+            })?)
         }
     };
     let created = instant(v, "created_at", &record)?;
@@ -170,8 +217,13 @@ pub fn time_accounting(v: &Value, source: &str, s: &MappingSettings) -> Result<T
         version: updated.timestamp_millis(),
         ticket_id,
         customer_id: None,
-        technician: v.get("created_by_id").map(|x| format!("zammad-user-{x}")).unwrap_or_else(|| "unknown".into()),
-        level: mapping.map(|m| m.level.clone()).unwrap_or_else(|| s.default_level.clone()),
+        technician: v
+            .get("created_by_id")
+            .map(|x| format!("zammad-user-{x}"))
+            .unwrap_or_else(|| "unknown".into()),
+        level: mapping
+            .map(|m| m.level.clone())
+            .unwrap_or_else(|| s.default_level.clone()),
         activity: mapping.map(|m| m.activity.clone()).unwrap_or_else(remote),
         started_at: created,
         minutes,
@@ -189,9 +241,30 @@ mod tests {
 
     fn settings(unit: TimeUnit) -> MappingSettings {
         let mut types = BTreeMap::new();
-        types.insert("2".into(), TypeMapping { level: "2nd".into(), activity: "remote".into(), billable: true, reason: None });
-        types.insert("5".into(), TypeMapping { level: "1st".into(), activity: "remote".into(), billable: false, reason: Some("Kulanz".into()) });
-        MappingSettings { time_unit: unit, types, default_level: "1st".into(), classification_attribute: Some("billing_class".into()) }
+        types.insert(
+            "2".into(),
+            TypeMapping {
+                level: "2nd".into(),
+                activity: "remote".into(),
+                billable: true,
+                reason: None,
+            },
+        );
+        types.insert(
+            "5".into(),
+            TypeMapping {
+                level: "1st".into(),
+                activity: "remote".into(),
+                billable: false,
+                reason: Some("Kulanz".into()),
+            },
+        );
+        MappingSettings {
+            time_unit: unit,
+            types,
+            default_level: "1st".into(),
+            classification_attribute: Some("billing_class".into()),
+        }
     }
 
     #[test]
@@ -200,11 +273,28 @@ mod tests {
         let v = json!({"id":6,"ticket_id":50,"ticket_article_id":87,"time_unit":"15.0","type_id":2,"created_by_id":3,
                        "created_at":"2023-08-16T08:11:49.315Z","updated_at":"2023-08-16T08:11:49.315Z"});
         let e = time_accounting(&v, "zammad", &settings(TimeUnit::Minutes)).unwrap();
-        assert_eq!((e.id.as_str(), e.ticket_id.as_str(), e.minutes, e.level.as_str()), ("6", "50", 15, "2nd"));
-        assert_eq!(time_accounting(&v, "zammad", &settings(TimeUnit::QuarterHours)).unwrap().minutes, 225);
+        assert_eq!(
+            (
+                e.id.as_str(),
+                e.ticket_id.as_str(),
+                e.minutes,
+                e.level.as_str()
+            ),
+            ("6", "50", 15, "2nd")
+        );
+        assert_eq!(
+            time_accounting(&v, "zammad", &settings(TimeUnit::QuarterHours))
+                .unwrap()
+                .minutes,
+            225
+        );
         let h = json!({"id":7,"ticket_id":50,"time_unit":"0.5","type_id":null,"created_by_id":3,"created_at":"2023-08-16T08:12:02.249Z","updated_at":"2023-08-16T09:00:00Z"});
         let e = time_accounting(&h, "zammad", &settings(TimeUnit::Hours)).unwrap();
-        assert_eq!((e.minutes, e.level.as_str()), (30, "1st"), "type_id null → default level");
+        assert_eq!(
+            (e.minutes, e.level.as_str()),
+            (30, "1st"),
+            "type_id null → default level"
+        );
         let free = json!({"id":8,"ticket_id":50,"time_unit":"10","type_id":5,"created_at":"2023-08-16T08:12:02Z","updated_at":"2023-08-16T08:12:02Z"});
         let e = time_accounting(&free, "zammad", &settings(TimeUnit::Minutes)).unwrap();
         assert!(!e.billable && e.non_billable_reason.as_deref() == Some("Kulanz"));
@@ -214,11 +304,20 @@ mod tests {
     fn bad_time_units_and_unknown_types_name_the_field() {
         let s = settings(TimeUnit::Minutes);
         let frac = json!({"id":9,"ticket_id":1,"time_unit":"2.5","created_at":"2023-08-16T08:12:02Z","updated_at":"2023-08-16T08:12:02Z"});
-        assert_eq!(time_accounting(&frac, "z", &s).unwrap_err().field, "time_unit");
+        assert_eq!(
+            time_accounting(&frac, "z", &s).unwrap_err().field,
+            "time_unit"
+        );
         let junk = json!({"id":9,"ticket_id":1,"time_unit":"abc","created_at":"2023-08-16T08:12:02Z","updated_at":"2023-08-16T08:12:02Z"});
-        assert!(time_accounting(&junk, "z", &s).unwrap_err().to_string().contains("\"abc\""));
+        assert!(time_accounting(&junk, "z", &s)
+            .unwrap_err()
+            .to_string()
+            .contains("\"abc\""));
         let unknown = json!({"id":9,"ticket_id":1,"time_unit":"5","type_id":77,"created_at":"2023-08-16T08:12:02Z","updated_at":"2023-08-16T08:12:02Z"});
-        assert_eq!(time_accounting(&unknown, "z", &s).unwrap_err().field, "type_id");
+        assert_eq!(
+            time_accounting(&unknown, "z", &s).unwrap_err().field,
+            "type_id"
+        );
     }
 
     #[test]
@@ -226,8 +325,24 @@ mod tests {
         let v = json!({"id":1,"group_id":1,"organization_id":3,"number":"77001","title":"Welcome to Zammad!","billing_class":"change_request",
                        "created_at":"2025-05-13T08:37:16.572Z","updated_at":"2025-05-13T08:37:16.844Z","time_unit":null});
         let t = ticket(&v, "zammad", &settings(TimeUnit::Minutes)).unwrap();
-        assert_eq!((t.id.as_str(), t.organization_id.as_deref(), t.classification.as_deref()), ("1", Some("3"), Some("change_request")));
+        assert_eq!(
+            (
+                t.id.as_str(),
+                t.organization_id.as_deref(),
+                t.classification.as_deref()
+            ),
+            ("1", Some("3"), Some("change_request"))
+        );
         assert_eq!(t.version, 1747125436844);
-        assert_eq!(ticket(&json!({"id":2,"title":"","updated_at":"2025-05-13T08:37:16Z"}), "z", &MappingSettings::default()).unwrap_err().field, "title");
+        assert_eq!(
+            ticket(
+                &json!({"id":2,"title":"","updated_at":"2025-05-13T08:37:16Z"}),
+                "z",
+                &MappingSettings::default()
+            )
+            .unwrap_err()
+            .field,
+            "title"
+        );
     }
 }

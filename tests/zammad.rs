@@ -1,0 +1,215 @@
+//! Zammad inbound end to end: a signed webhook → fetch through the API (fake Zammad) → bus →
+//! intake → the entries appear in the invoice preview; wrong/missing signatures, duplicate
+//! deliveries, an edited accounting and an unmapped type.
+
+mod support;
+
+use drehkreuz::config::{Config, ZammadSection};
+use drehkreuz::runtime::Hub;
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn accounting(
+    id: u64,
+    minutes: &str,
+    type_id: serde_json::Value,
+    updated: &str,
+) -> serde_json::Value {
+    json!({"id": id, "ticket_id": 50, "ticket_article_id": null, "time_unit": minutes, "type_id": type_id,
+           "created_by_id": 3, "created_at": "2026-10-14T08:11:49.315Z", "updated_at": updated})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_webhook_to_invoice_preview() {
+    let (zammad_url, fake) = support::fake_zammad::fake_zammad().await;
+    fake.helpdesk_tickets.lock().unwrap().insert(
+        "50".into(),
+        json!({"id": 50, "number": "10050", "title": "Drucker druckt nicht", "organization_id": 12, "group": "Users",
+               "state": "open", "created_at": "2026-10-14T08:00:00Z", "updated_at": "2026-10-14T08:12:00Z", "time_unit": "45.0"}),
+    );
+    fake.accountings.lock().unwrap().insert(
+        "50".into(),
+        vec![
+            accounting(6, "15.0", json!(2), "2026-10-14T08:11:49Z"),
+            accounting(7, "30.0", json!(null), "2026-10-14T08:12:02Z"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.hub.data_dir = dir.path().to_path_buf();
+    cfg.bus.poll_interval_ms = 20;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    cfg.http.listen = format!("127.0.0.1:{port}");
+    let mut mapping = zammad_mapping::MappingSettings::default();
+    mapping.types.insert(
+        "2".into(),
+        zammad_mapping::TypeMapping {
+            level: "2nd".into(),
+            activity: "remote".into(),
+            billable: true,
+            reason: None,
+        },
+    );
+    cfg.zammad = Some(ZammadSection {
+        base_url: zammad_url,
+        token: secrecy::SecretString::from("zammad-secret".to_string()),
+        group: "Service Desk".into(),
+        webhook_secret: Some(secrecy::SecretString::from("hook-secret".to_string())),
+        source: "zammad".into(),
+        mapping,
+    });
+    let hub = Hub::build(cfg).await.unwrap();
+    let db = hub.db.clone();
+    drehkreuz::masterdata::import(
+        &db,
+        &drehkreuz::masterdata::MasterData::from_toml(include_str!(
+            "../docs/examples/master-data.toml"
+        ))
+        .unwrap(),
+        "t",
+    )
+    .await
+    .unwrap();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let task = tokio::spawn(async move { hub.run(s).await });
+    let url = format!("http://127.0.0.1:{port}/webhooks/zammad");
+    support::eventually(Duration::from_secs(10), "up", || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok()
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let body = serde_json::to_vec(&json!({"ticket": {"id": 50, "title": "Drucker druckt nicht"}, "article": {"accounted_time": 0}})).unwrap();
+
+    // Wrong and missing signatures: 401, nothing stored.
+    let r = c
+        .post(&url)
+        .header("X-Hub-Signature", sign("other", &body))
+        .header("X-Zammad-Delivery", "d-1")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(&url)
+        .header("X-Zammad-Delivery", "d-1")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Signed: accepted; the same delivery again is a duplicate.
+    let r = c
+        .post(&url)
+        .header("X-Hub-Signature", sign("hook-secret", &body))
+        .header("X-Zammad-Delivery", "d-1")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = c
+        .post(&url)
+        .header("X-Hub-Signature", sign("hook-secret", &body))
+        .header("X-Zammad-Delivery", "d-1")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["duplicate"],
+        true
+    );
+
+    let minutes = |id: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT minutes FROM time_entries WHERE source = 'zammad' AND id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap()
+        }
+    };
+    support::eventually(
+        Duration::from_secs(20),
+        "both accountings stored",
+        || async { minutes("6").await == Some(15) && minutes("7").await == Some(30) },
+    )
+    .await;
+    let customer: Option<String> =
+        sqlx::query_scalar("SELECT customer_id FROM time_entries WHERE id = '6'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        customer.as_deref(),
+        Some("C-1002"),
+        "organization 12 → customer C-1002"
+    );
+
+    // In the invoice preview: 15 min 2nd level (110 €/h) + 30 min 1st level (80 €/h), 15-min blocks.
+    let preview =
+        drehkreuz::billing::run::preview(&db, "2026-10".parse().unwrap(), Some("C-1002"), "t")
+            .await
+            .unwrap();
+    let t = &preview.targets[0];
+    assert_eq!(t.rating.entries.len(), 2);
+    assert_eq!(t.rating.totals.net, rust_decimal_macros::dec!(67.50));
+
+    // An edit (newer updated_at) and an unmapped type arrive with the next webhook.
+    fake.accountings.lock().unwrap().insert(
+        "50".into(),
+        vec![
+            accounting(6, "45.0", json!(2), "2026-10-15T10:00:00Z"),
+            accounting(7, "30.0", json!(null), "2026-10-14T08:12:02Z"),
+            accounting(8, "10.0", json!(99), "2026-10-15T10:00:00Z"),
+        ],
+    );
+    let r = c
+        .post(&url)
+        .header("X-Hub-Signature", sign("hook-secret", &body))
+        .header("X-Zammad-Delivery", "d-2")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    support::eventually(Duration::from_secs(20), "edit applied", || async {
+        minutes("6").await == Some(45)
+    })
+    .await;
+    support::eventually(
+        Duration::from_secs(10),
+        "unmapped type on the review list",
+        || async {
+            drehkreuz::store::review::list(&db, false)
+                .await
+                .unwrap()
+                .iter()
+                .any(|r| r.kind == "unmapped_time_accounting" && r.reason.contains("type_id"))
+        },
+    )
+    .await;
+    assert_eq!(minutes("8").await, None);
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
