@@ -185,3 +185,134 @@ impl Handler for ZammadSync {
         Ok(())
     }
 }
+
+/// The reconciliation job (`[schedule.zammad_reconcile]`): webhooks miss direct API bookings
+/// and edits or deletions of time accountings, so this pages through Zammad's global
+/// time-accounting list (oldest id first) and
+/// - publishes every accounting changed since the persisted cursor (`updated_at`, with a
+///   five-minute overlap; versioning makes repeats harmless), fetching tickets the hub does not
+///   know yet,
+/// - publishes `time_entry.deleted` for entries of the open periods (this and last month) that
+///   Zammad no longer lists,
+/// - puts accountings it cannot map on the review list.
+///
+/// A change to an entry that is already billed is not applied by the intake but flagged for
+/// review there.
+pub struct ZammadReconcile {
+    pub db: crate::store::Db,
+    pub client: zammad::Client,
+    pub source: String,
+    pub mapping: zammad_mapping::MappingSettings,
+    pub per_page: u32,
+}
+
+#[async_trait]
+impl crate::schedule::Job for ZammadReconcile {
+    async fn run(&self, due: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
+        let cursor_name = format!("{}:time_accountings.updated_at", self.source);
+        let cursor: i64 =
+            sqlx::query_scalar::<_, String>("SELECT value FROM sync_cursors WHERE name = $1")
+                .bind(&cursor_name)
+                .fetch_optional(&self.db.pool)
+                .await?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        let since = cursor - 5 * 60 * 1000;
+        let mut newest = cursor;
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut page = 1;
+        loop {
+            let items = self
+                .client
+                .time_accountings_page(page, self.per_page)
+                .await?;
+            let n = items.len();
+            let mut tx = self.db.begin().await?;
+            let mut events = Vec::new();
+            for ta in items {
+                if let Some(id) = ta
+                    .get("id")
+                    .map(|i| i.to_string().trim_matches('"').to_string())
+                {
+                    seen.insert(id);
+                }
+                match zammad_mapping::time_accounting(&ta, &self.source, &self.mapping) {
+                    Ok(e) if e.version > since => {
+                        newest = newest.max(e.version);
+                        if crate::store::work::ticket_customer(&mut tx, &self.source, &e.ticket_id)
+                            .await?
+                            .is_none()
+                        {
+                            let t = self.client.get_ticket(&e.ticket_id).await?;
+                            let t = zammad_mapping::ticket(&t, &self.source, &self.mapping)?;
+                            events.push(crate::intake::ticket_event(&t, false)?);
+                        }
+                        events.push(crate::intake::time_entry_event(&e, false)?);
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        let rid = format!(
+                            "time_accounting:{}",
+                            ta.get("id").cloned().unwrap_or_default()
+                        );
+                        crate::store::review::add(
+                            &mut tx,
+                            "unmapped_time_accounting",
+                            &self.source,
+                            &rid,
+                            &err.to_string(),
+                            &ta,
+                        )
+                        .await?;
+                    }
+                }
+            }
+            crate::store::outbox::enqueue_many(&mut tx, &events).await?;
+            tx.commit().await?;
+            if n < self.per_page as usize {
+                break;
+            }
+            page += 1;
+        }
+        // Deletions: open periods only (older periods are settled; changes there go through review).
+        let this = canonical::work::Period::of(due);
+        let mut tx = self.db.begin().await?;
+        let stored: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT id, version FROM time_entries WHERE source = $1 AND deleted = 0 AND (period = $2 OR period = $3)",
+        )
+        .bind(&self.source)
+        .bind(this.to_string())
+        .bind(this.previous().to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut deletions = Vec::new();
+        for (id, version) in stored.into_iter().filter(|(id, _)| !seen.contains(id)) {
+            let d = crate::intake::Deletion {
+                source: self.source.clone(),
+                id: id.clone(),
+                version: version + 1,
+            };
+            deletions.push(Envelope::new(
+                &format!("/{}", self.source),
+                "time_entry.deleted",
+                &id,
+                &(version + 1).to_string(),
+                due,
+                &d,
+            )?);
+        }
+        crate::store::outbox::enqueue_many(&mut tx, &deletions).await?;
+        sqlx::query(
+            "INSERT INTO sync_cursors (name, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(&cursor_name)
+        .bind(newest.to_string())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(source = %self.source, deletions = deletions.len(), cursor = newest, "Zammad reconciliation done.");
+        Ok(())
+    }
+}

@@ -48,6 +48,18 @@ impl Hub {
             "invoice_run".into(),
             Arc::new(crate::schedule::MonthlyPreview { db: db.clone() }),
         );
+        if let Some(z) = &cfg.zammad {
+            jobs.insert(
+                "zammad_reconcile".into(),
+                Arc::new(crate::helpdesk::ZammadReconcile {
+                    db: db.clone(),
+                    client: zammad::Client::new(&z.base_url, z.token.clone()),
+                    source: z.source.clone(),
+                    mapping: z.mapping.clone(),
+                    per_page: 500,
+                }),
+            );
+        }
         Ok(Self {
             cfg,
             db,
@@ -89,7 +101,20 @@ impl Hub {
 
     fn schedule_entries(&self) -> anyhow::Result<Vec<Entry>> {
         let mut entries = Vec::new();
-        for (name, s) in &self.cfg.schedule {
+        let mut schedule = self.cfg.schedule.clone();
+        // With [zammad], reconcile every 15 minutes unless configured otherwise.
+        if self.jobs.contains_key("zammad_reconcile") && !schedule.contains_key("zammad_reconcile")
+        {
+            schedule.insert(
+                "zammad_reconcile".into(),
+                crate::config::ScheduleSection {
+                    cron: "0 */15 * * * *".into(),
+                    timezone: "Europe/Berlin".into(),
+                    enabled: true,
+                },
+            );
+        }
+        for (name, s) in &schedule {
             if !s.enabled {
                 continue;
             }

@@ -213,3 +213,120 @@ async fn signed_webhook_to_invoice_preview() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// Reconciliation picks up what no webhook reported: a direct API booking, an edit, a
+/// deletion; it pages through the global list and keeps a cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_finds_new_edited_and_deleted_accountings() {
+    use drehkreuz::schedule::Job;
+    let (zammad_url, fake) = support::fake_zammad::fake_zammad().await;
+    fake.helpdesk_tickets.lock().unwrap().insert(
+        "50".into(),
+        json!({"id": 50, "number": "10050", "title": "VPN", "organization_id": 12, "created_at": "2026-10-01T08:00:00Z", "updated_at": "2026-10-01T08:00:00Z"}),
+    );
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    drehkreuz::masterdata::import(
+        &db,
+        &drehkreuz::masterdata::MasterData::from_toml(include_str!(
+            "../docs/examples/master-data.toml"
+        ))
+        .unwrap(),
+        "t",
+    )
+    .await
+    .unwrap();
+    let job = drehkreuz::helpdesk::ZammadReconcile {
+        db: db.clone(),
+        client: zammad::Client::new(
+            &zammad_url,
+            secrecy::SecretString::from("zammad-secret".to_string()),
+        ),
+        source: "zammad".into(),
+        mapping: zammad_mapping::MappingSettings::default(),
+        per_page: 2,
+    };
+    // Apply what the job published, as the intake consumer would.
+    let drain = |db: drehkreuz::store::Db| async move {
+        loop {
+            let rows = drehkreuz::store::outbox::claim(&db, 100).await.unwrap();
+            if rows.is_empty() {
+                break;
+            }
+            let mut tx = db.begin_relaxed().await.unwrap();
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            drehkreuz::store::outbox::mark_sent(&mut tx, &ids)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            for r in rows {
+                if r.envelope.event_type.starts_with("time_entry.")
+                    || r.envelope.event_type.starts_with("ticket.")
+                {
+                    drehkreuz::bus::apply(
+                        &db,
+                        "work-intake",
+                        &drehkreuz::intake::WorkIntake,
+                        &r.envelope,
+                    )
+                    .await;
+                }
+            }
+        }
+    };
+    let due: chrono::DateTime<chrono::Utc> = "2026-10-20T10:00:00Z".parse().unwrap();
+    *fake.all_accountings.lock().unwrap() = vec![
+        accounting(1, "15.0", json!(null), "2026-10-14T08:00:00Z"),
+        accounting(2, "20.0", json!(null), "2026-10-14T08:10:00Z"),
+        accounting(3, "25.0", json!(null), "2026-10-14T08:20:00Z"),
+    ];
+    job.run(due).await.unwrap();
+    drain(db.clone()).await;
+    let minutes = |id: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT minutes FROM time_entries WHERE source = 'zammad' AND id = $1 AND deleted = 0")
+                .bind(id)
+                .fetch_optional(&db.pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        (minutes("1").await, minutes("2").await, minutes("3").await),
+        (Some(15), Some(20), Some(25)),
+        "three pages of two"
+    );
+    let customer: Option<String> =
+        sqlx::query_scalar("SELECT customer_id FROM time_entries WHERE id = '1'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        customer.as_deref(),
+        Some("C-1002"),
+        "the unknown ticket was fetched"
+    );
+
+    // Next run: #2 edited (newer updated_at), #3 deleted in Zammad, #4 booked directly via API.
+    *fake.all_accountings.lock().unwrap() = vec![
+        accounting(1, "15.0", json!(null), "2026-10-14T08:00:00Z"),
+        accounting(2, "50.0", json!(null), "2026-10-18T09:00:00Z"),
+        accounting(4, "5.0", json!(null), "2026-10-18T09:30:00Z"),
+    ];
+    job.run(due).await.unwrap();
+    drain(db.clone()).await;
+    assert_eq!(minutes("2").await, Some(50), "edit picked up");
+    assert_eq!(minutes("3").await, None, "deletion picked up");
+    assert_eq!(minutes("4").await, Some(5), "direct booking picked up");
+    let cursor: String = sqlx::query_scalar("SELECT value FROM sync_cursors")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        cursor,
+        chrono::DateTime::parse_from_rfc3339("2026-10-18T09:30:00Z")
+            .unwrap()
+            .timestamp_millis()
+            .to_string()
+    );
+}

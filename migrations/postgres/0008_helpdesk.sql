@@ -12,3 +12,10 @@ CREATE TABLE webhook_deliveries (
     received_at BIGINT NOT NULL,
     PRIMARY KEY (source, delivery_id)
 );
+
+-- Cursors of periodic reconciliations (e.g. the highest `updated_at` seen in Zammad).
+CREATE TABLE sync_cursors (
+    name       TEXT   PRIMARY KEY,
+    value      TEXT   NOT NULL,
+    updated_at BIGINT NOT NULL
+);

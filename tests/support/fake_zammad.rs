@@ -21,6 +21,34 @@ pub struct Fake {
     /// Helpdesk tickets served by `GET /api/v1/tickets/{id}` and their time accountings.
     pub helpdesk_tickets: Mutex<HashMap<String, Value>>,
     pub accountings: Mutex<HashMap<String, Vec<Value>>>,
+    /// The global time-accounting list (`GET /api/v1/time_accountings`).
+    pub all_accountings: Mutex<Vec<Value>>,
+}
+
+async fn list_accountings(
+    State(f): State<Arc<Fake>>,
+    h: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> impl IntoResponse {
+    if !authorized(&h) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "authentication failed"})),
+        )
+            .into_response();
+    }
+    assert_eq!(q.get("sort_by").map(String::as_str), Some("id"));
+    assert_eq!(q.get("order_by").map(String::as_str), Some("asc"));
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let per: usize = q
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(500)
+        .min(1000);
+    let mut all = f.all_accountings.lock().unwrap().clone();
+    all.sort_by_key(|a| a["id"].as_u64().unwrap_or(0));
+    let slice: Vec<Value> = all.into_iter().skip((page - 1) * per).take(per).collect();
+    Json(Value::Array(slice)).into_response()
 }
 
 async fn get_ticket(
@@ -167,6 +195,7 @@ pub async fn fake_zammad() -> (String, Arc<Fake>) {
         .route("/api/v1/tickets", post(create_ticket))
         .route("/api/v1/ticket_articles", post(create_article))
         .route("/api/v1/tickets/{id}", get(get_ticket))
+        .route("/api/v1/time_accountings", get(list_accountings))
         .route(
             "/api/v1/tickets/{id}/time_accountings",
             get(get_accountings),

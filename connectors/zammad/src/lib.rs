@@ -240,6 +240,24 @@ impl Client {
         .await
     }
 
+    /// One page of the global time-accounting list, oldest id first (`admin.time_accounting`).
+    pub async fn time_accountings_page(
+        &self,
+        page: u32,
+        per_page: u32,
+    ) -> Result<Vec<serde_json::Value>, ZammadError> {
+        let path = format!(
+            "/api/v1/time_accountings?sort_by=id&order_by=asc&page={page}&per_page={per_page}"
+        );
+        match self.call(reqwest::Method::GET, &path, None).await? {
+            serde_json::Value::Array(a) => Ok(a),
+            other => Err(ZammadError::Rejected {
+                status: 200,
+                body: format!("expected an array, got {other}"),
+            }),
+        }
+    }
+
     /// The time accountings of a ticket.
     pub async fn ticket_time_accountings(
         &self,
