@@ -150,8 +150,16 @@ impl Handler for ZammadSync {
             .get_ticket(&changed.ticket_id)
             .await
             .map_err(fail)?;
-        let ticket = zammad_mapping::ticket(&raw_ticket, &self.source, &self.mapping)
+        let mut ticket = zammad_mapping::ticket(&raw_ticket, &self.source, &self.mapping)
             .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        // Organization → customer by the configured customer-number attribute, if any.
+        if let (Some(_), Some(org)) = (
+            &self.mapping.customer_number_attribute,
+            ticket.organization_id.clone(),
+        ) {
+            let o = self.client.get_organization(&org).await.map_err(fail)?;
+            ticket.customer_id = zammad_mapping::organization_customer(&o, &self.mapping);
+        }
         let mut events = vec![crate::intake::ticket_event(&ticket, false)
             .map_err(|e| HandlerError::Permanent(e.to_string()))?];
         for ta in self

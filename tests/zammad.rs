@@ -330,3 +330,74 @@ async fn reconciliation_finds_new_edited_and_deleted_accountings() {
             .to_string()
     );
 }
+
+/// Organization → customer by a customer-number attribute on the Zammad organization.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organization_maps_by_customer_number_attribute() {
+    let (zammad_url, fake) = support::fake_zammad::fake_zammad().await;
+    fake.helpdesk_tickets.lock().unwrap().insert(
+        "60".into(),
+        json!({"id": 60, "title": "Server", "organization_id": 7, "created_at": "2026-10-01T08:00:00Z", "updated_at": "2026-10-01T08:00:00Z"}),
+    );
+    fake.organizations.lock().unwrap().insert(
+        "7".into(),
+        json!({"id": 7, "name": "Praxis Dr. Weber", "customer_number": "C-1003", "active": true, "member_ids": [], "created_at": "2023-07-26T08:44:48.617Z", "updated_at": "2023-08-04T12:01:44.370Z"}),
+    );
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    drehkreuz::masterdata::import(
+        &db,
+        &drehkreuz::masterdata::MasterData::from_toml(include_str!(
+            "../docs/examples/master-data.toml"
+        ))
+        .unwrap(),
+        "t",
+    )
+    .await
+    .unwrap();
+    let mapping = zammad_mapping::MappingSettings {
+        customer_number_attribute: Some("customer_number".into()),
+        ..Default::default()
+    };
+    let sync = drehkreuz::helpdesk::ZammadSync {
+        client: zammad::Client::new(
+            &zammad_url,
+            secrecy::SecretString::from("zammad-secret".to_string()),
+        ),
+        source: "zammad".into(),
+        mapping,
+    };
+    let signal = canonical::Envelope::new(
+        "/zammad",
+        "zammad.ticket_changed",
+        "60",
+        "d-9",
+        chrono::Utc::now(),
+        &drehkreuz::http::webhooks::TicketChanged {
+            ticket_id: "60".into(),
+            delivery: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        drehkreuz::bus::apply(&db, "zammad-sync", &sync, &signal).await,
+        drehkreuz::bus::Outcome::Applied
+    );
+    let rows = drehkreuz::store::outbox::claim(&db, 10).await.unwrap();
+    let t = rows
+        .iter()
+        .find(|r| r.envelope.event_type == "ticket.updated")
+        .unwrap();
+    assert_eq!(t.envelope.data["customer_id"], "C-1003");
+    drehkreuz::bus::apply(
+        &db,
+        "work-intake",
+        &drehkreuz::intake::WorkIntake,
+        &t.envelope,
+    )
+    .await;
+    let c: Option<String> = sqlx::query_scalar("SELECT customer_id FROM tickets WHERE id = '60'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(c.as_deref(), Some("C-1003"));
+}

@@ -23,6 +23,30 @@ pub struct Fake {
     pub accountings: Mutex<HashMap<String, Vec<Value>>>,
     /// The global time-accounting list (`GET /api/v1/time_accountings`).
     pub all_accountings: Mutex<Vec<Value>>,
+    /// Organizations (`GET /api/v1/organizations/{id}`).
+    pub organizations: Mutex<HashMap<String, Value>>,
+}
+
+async fn get_organization(
+    State(f): State<Arc<Fake>>,
+    h: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> impl IntoResponse {
+    if !authorized(&h) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "authentication failed"})),
+        )
+            .into_response();
+    }
+    match f.organizations.lock().unwrap().get(&id) {
+        Some(o) => Json(o.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "Couldn't find Organization"})),
+        )
+            .into_response(),
+    }
 }
 
 async fn list_accountings(
@@ -196,6 +220,7 @@ pub async fn fake_zammad() -> (String, Arc<Fake>) {
         .route("/api/v1/ticket_articles", post(create_article))
         .route("/api/v1/tickets/{id}", get(get_ticket))
         .route("/api/v1/time_accountings", get(list_accountings))
+        .route("/api/v1/organizations/{id}", get(get_organization))
         .route(
             "/api/v1/tickets/{id}/time_accountings",
             get(get_accountings),

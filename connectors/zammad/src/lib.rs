@@ -258,6 +258,16 @@ impl Client {
         }
     }
 
+    /// An organization (custom attributes appear as top-level keys).
+    pub async fn get_organization(&self, id: &str) -> Result<serde_json::Value, ZammadError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/api/v1/organizations/{id}"),
+            None,
+        )
+        .await
+    }
+
     /// The time accountings of a ticket.
     pub async fn ticket_time_accountings(
         &self,

@@ -60,6 +60,10 @@ pub struct MappingSettings {
     /// Ticket attribute holding the billing classification (e.g. `billing_class`).
     #[serde(default)]
     pub classification_attribute: Option<String>,
+    /// Organization attribute holding the hub's customer id (e.g. `customer_number`); without
+    /// it, organizations map through the customers' `helpdesk_org_id`.
+    #[serde(default)]
+    pub customer_number_attribute: Option<String>,
 }
 
 fn first() -> String {
@@ -73,6 +77,7 @@ impl Default for MappingSettings {
             types: BTreeMap::new(),
             default_level: first(),
             classification_attribute: None,
+            customer_number_attribute: None,
         }
     }
 }
@@ -234,6 +239,16 @@ pub fn time_accounting(
     })
 }
 
+/// The hub customer id an organization carries in the configured attribute, if any.
+pub fn organization_customer(org: &Value, s: &MappingSettings) -> Option<String> {
+    let attr = s.customer_number_attribute.as_ref()?;
+    match org.get(attr)? {
+        Value::String(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +279,7 @@ mod tests {
             types,
             default_level: "1st".into(),
             classification_attribute: Some("billing_class".into()),
+            customer_number_attribute: None,
         }
     }
 
@@ -317,6 +333,26 @@ mod tests {
         assert_eq!(
             time_accounting(&unknown, "z", &s).unwrap_err().field,
             "type_id"
+        );
+    }
+
+    #[test]
+    fn organization_customer_attribute() {
+        let s = MappingSettings {
+            customer_number_attribute: Some("customer_number".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            organization_customer(&json!({"id": 2, "customer_number": " C-1003 "}), &s).as_deref(),
+            Some("C-1003")
+        );
+        assert_eq!(
+            organization_customer(&json!({"id": 2, "customer_number": ""}), &s),
+            None
+        );
+        assert_eq!(
+            organization_customer(&json!({"id": 2}), &MappingSettings::default()),
+            None
         );
     }
 
