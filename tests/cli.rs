@@ -272,3 +272,34 @@ fn token_create_list_revoke() {
     .to_string();
     assert!(audit.contains(&format!("token:{id}")), "{audit}");
 }
+
+#[test]
+fn the_documented_full_config_example_is_valid() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
+    let start = doc.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("drehkreuz.toml");
+    std::fs::write(&file, &doc[start..end]).unwrap();
+    let out = drehkreuz(dir.path())
+        .args(["--config", file.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("kind = \"rabbitmq\"") && stdout.contains("consultant_number = 29098"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("secret@"),
+        "passwords in URLs are redacted: {stdout}"
+    );
+}
