@@ -7,6 +7,7 @@
 pub mod contract;
 pub mod customer;
 pub mod envelope;
+pub mod goods;
 pub mod invoice;
 pub mod work;
 
