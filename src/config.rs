@@ -30,6 +30,54 @@ pub struct Config {
     pub export: Vec<ExportTarget>,
     /// The Zammad helpdesk (`[zammad]`): write-back of notices.
     pub zammad: Option<ZammadSection>,
+    /// Goods receipts and the asset registry (`[warehouse]`).
+    pub warehouse: WarehouseSection,
+}
+
+/// Goods-receipt intake and the asset registry (`[warehouse]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WarehouseSection {
+    /// Largest goods-receipt body accepted (default 2 MiB); larger → 413.
+    pub body_limit_bytes: usize,
+    /// Per posting system (`[warehouse.sources.<name>]`, the `<name>` of its `intake:<name>`
+    /// token): an optional HMAC secret; when set, `X-Hub-Signature-256` is required.
+    pub sources: BTreeMap<String, WarehouseSource>,
+    /// Warranty in months when the document carries no warranty end, by manufacturer article
+    /// number, supplier article number, GTIN or manufacturer name (first match wins).
+    pub warranty_months: BTreeMap<String, u32>,
+    /// Warranty months for articles not listed (none: no warranty end is derived).
+    pub default_warranty_months: Option<u32>,
+    /// Days before a warranty end or licence expiry at which reminders go out (default 60, 30).
+    pub reminder_days: Vec<u32>,
+    /// Zammad customer (e-mail) of the hub's internal tickets (pick & pack; reminders for
+    /// customers without an account manager).
+    pub ticket_customer: String,
+    /// Zammad group of pick & pack tickets (default: the `[zammad]` group).
+    pub pick_pack_group: Option<String>,
+}
+
+impl Default for WarehouseSection {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 2 * 1024 * 1024,
+            sources: BTreeMap::new(),
+            warranty_months: BTreeMap::new(),
+            default_warranty_months: None,
+            reminder_days: vec![60, 30],
+            ticket_customer: "lager@localhost".into(),
+            pick_pack_group: None,
+        }
+    }
+}
+
+/// One warehouse posting system.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseSource {
+    /// Shared secret for `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>`.
+    #[serde(default)]
+    pub hmac_secret: Option<SecretString>,
 }
 
 /// Where the helpdesk is and how the hub writes to it.
@@ -261,6 +309,15 @@ impl Default for Config {
                 enabled: true,
             },
         );
+        // Warranty and licence reminders: daily, 07:00 Berlin.
+        schedule.insert(
+            "asset_reminders".to_string(),
+            ScheduleSection {
+                cron: "0 0 7 * * *".into(),
+                timezone: default_timezone(),
+                enabled: true,
+            },
+        );
         schedule.insert(
             "housekeeping".to_string(),
             ScheduleSection {
@@ -278,6 +335,7 @@ impl Default for Config {
             datev: None,
             export: Vec::new(),
             zammad: None,
+            warehouse: WarehouseSection::default(),
         }
     }
 }
@@ -428,6 +486,31 @@ impl Config {
                 )));
             }
         }
+        if self.warehouse.body_limit_bytes < 1024 {
+            return bad("warehouse.body_limit_bytes", "must be at least 1024");
+        }
+        if self
+            .warehouse
+            .reminder_days
+            .iter()
+            .any(|d| *d == 0 || *d > 3650)
+        {
+            return bad(
+                "warehouse.reminder_days",
+                "every window must be 1 to 3650 days",
+            );
+        }
+        for name in self.warehouse.sources.keys() {
+            if format!("intake:{name}")
+                .parse::<crate::access::Role>()
+                .is_err()
+            {
+                return bad(
+                    &format!("warehouse.sources.{name}"),
+                    "source names are letters, digits, - _ . (the name of an intake:<name> token)",
+                );
+            }
+        }
         for (name, s) in &self.schedule {
             if let Err(e) = s.cron.parse::<cron::Schedule>() {
                 return Err(ConfigError::Invalid(format!(
@@ -498,6 +581,17 @@ impl Config {
                 "base_url": z.base_url, "token": "***", "group": z.group, "source": z.source,
                 "webhook_secret": z.webhook_secret.as_ref().map(|_| "***"), "mapping": z.mapping,
             })),
+            "warehouse": {
+                "body_limit_bytes": self.warehouse.body_limit_bytes,
+                "sources": self.warehouse.sources.iter().map(|(k, v)| (k.clone(), serde_json::json!({
+                    "hmac_secret": v.hmac_secret.as_ref().map(|_| "***"),
+                }))).collect::<serde_json::Map<_, _>>(),
+                "warranty_months": self.warehouse.warranty_months,
+                "default_warranty_months": self.warehouse.default_warranty_months,
+                "reminder_days": self.warehouse.reminder_days,
+                "ticket_customer": self.warehouse.ticket_customer,
+                "pick_pack_group": self.warehouse.pick_pack_group,
+            },
         });
         toml::to_string_pretty(&strip_nulls(value))
             .unwrap_or_else(|e| format!("# cannot render: {e}"))

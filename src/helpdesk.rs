@@ -22,7 +22,45 @@ pub struct HelpdeskNotify {
     pub group: String,
 }
 
-fn fail(e: zammad::ZammadError) -> HandlerError {
+/// Opens the ticket for `hub_ref` unless the hub opened it before: known from
+/// `helpdesk_tickets`, or found in Zammad by its tag (a retry after Zammad created it but before
+/// our transaction committed). `ticket.tags` must contain `hub_ref`. Returns the ticket id and
+/// whether it was created now.
+pub async fn ticket_once(
+    client: &zammad::Client,
+    tx: &mut Tx<'_>,
+    hub_ref: &str,
+    ticket: zammad::NewTicket,
+) -> Result<(u64, bool), HandlerError> {
+    let known: Option<i64> =
+        sqlx::query_scalar("SELECT ticket_id FROM helpdesk_tickets WHERE hub_ref = $1")
+            .bind(hub_ref)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if let Some(id) = known {
+        return Ok((id as u64, false));
+    }
+    let found = client
+        .search_tickets(&format!("tags:{hub_ref}"))
+        .await
+        .map_err(fail)?;
+    let (id, created) = match found.first() {
+        Some(t) => (t.id, false),
+        None => (client.create_ticket(&ticket).await.map_err(fail)?.id, true),
+    };
+    sqlx::query(
+        "INSERT INTO helpdesk_tickets (hub_ref, ticket_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(hub_ref)
+    .bind(id as i64)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok((id, created))
+}
+
+/// A Zammad error as a handler error: transient (retry) or permanent (dead letter).
+pub fn fail(e: zammad::ZammadError) -> HandlerError {
     if e.is_transient() {
         HandlerError::Transient(e.to_string())
     } else {
@@ -43,57 +81,36 @@ impl Handler for HelpdeskNotify {
             )));
         };
         let hub_ref = format!("drehkreuz-{}-{}", n.contract_id, n.period);
-        let known: Option<i64> =
-            sqlx::query_scalar("SELECT ticket_id FROM helpdesk_tickets WHERE hub_ref = $1")
-                .bind(&hub_ref)
-                .fetch_optional(&mut **tx)
-                .await?;
-        let ticket_id = match known {
-            Some(id) => id as u64,
-            None => {
-                let found = self
-                    .client
-                    .search_tickets(&format!("tags:{hub_ref}"))
-                    .await
-                    .map_err(fail)?;
-                let id = match found.first() {
-                    Some(t) => t.id,
-                    None => {
-                        let t = zammad::NewTicket {
-                            title: format!(
-                                "Kontingent {} – {} ({})",
-                                n.contract_id, n.customer_name, n.period
-                            ),
-                            group: self.group.clone(),
-                            customer_id: format!("guess:{}", first.email),
-                            state: "open".into(),
-                            tags: format!("{hub_ref},kontingent"),
-                            article: zammad::NewArticle {
-                                ticket_id: None,
-                                subject: "Kontingentüberwachung".into(),
-                                body: format!(
-                                    "Überwachung des Kontingents {} für {}.",
-                                    n.contract_id, n.period
-                                ),
-                                content_type: "text/plain".into(),
-                                kind: "note".into(),
-                                internal: true,
-                                to: None,
-                                sender: None,
-                            },
-                        };
-                        self.client.create_ticket(&t).await.map_err(fail)?.id
-                    }
-                };
-                sqlx::query("INSERT INTO helpdesk_tickets (hub_ref, ticket_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(&hub_ref)
-                    .bind(id as i64)
-                    .bind(now_ms())
-                    .execute(&mut **tx)
-                    .await?;
-                id
-            }
-        };
+        let ticket_id = ticket_once(
+            &self.client,
+            tx,
+            &hub_ref,
+            zammad::NewTicket {
+                title: format!(
+                    "Kontingent {} – {} ({})",
+                    n.contract_id, n.customer_name, n.period
+                ),
+                group: self.group.clone(),
+                customer_id: format!("guess:{}", first.email),
+                state: "open".into(),
+                tags: format!("{hub_ref},kontingent"),
+                article: zammad::NewArticle {
+                    ticket_id: None,
+                    subject: "Kontingentüberwachung".into(),
+                    body: format!(
+                        "Überwachung des Kontingents {} für {}.",
+                        n.contract_id, n.period
+                    ),
+                    content_type: "text/plain".into(),
+                    kind: "note".into(),
+                    internal: true,
+                    to: None,
+                    sender: None,
+                },
+            },
+        )
+        .await?
+        .0;
         let to = n
             .notify
             .iter()

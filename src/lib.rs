@@ -24,3 +24,4 @@ pub mod runtime;
 pub mod schedule;
 pub mod store;
 pub mod telemetry;
+pub mod warehouse;

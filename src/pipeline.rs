@@ -23,6 +23,16 @@ pub fn consumers(cfg: &crate::config::Config, db: &Db) -> Vec<Consumer> {
             Arc::new(crate::billing::ledger::ContingentLedger { db: db.clone() }),
         ),
     ];
+    // Warehouse: every unit of a received goods receipt becomes an asset of the customer.
+    list.push(Consumer::new(
+        ConsumerSpec::new(
+            crate::warehouse::assets::CONSUMER,
+            crate::warehouse::assets::ROUTING_KEYS,
+        ),
+        Arc::new(crate::warehouse::assets::AssetRegistry {
+            settings: cfg.warehouse.clone(),
+        }),
+    ));
     // Export: each configured target consumes `invoice.finalized`.
     let datev = crate::export::datev_settings(cfg).ok();
     for t in &cfg.export {
@@ -53,6 +63,34 @@ pub fn consumers(cfg: &crate::config::Config, db: &Db) -> Vec<Consumer> {
             Arc::new(crate::helpdesk::HelpdeskNotify {
                 client: zammad::Client::new(&z.base_url, z.token.clone()),
                 group: z.group.clone(),
+            }),
+        ));
+        // Warehouse write-back: pick & pack tickets and warranty/licence reminders.
+        let group = cfg
+            .warehouse
+            .pick_pack_group
+            .clone()
+            .unwrap_or(z.group.clone());
+        list.push(Consumer::new(
+            ConsumerSpec::new(
+                crate::warehouse::tickets::PICK_PACK_CONSUMER,
+                crate::warehouse::tickets::PICK_PACK_KEYS,
+            ),
+            Arc::new(crate::warehouse::tickets::PickPackTicket {
+                client: zammad::Client::new(&z.base_url, z.token.clone()),
+                group,
+                ticket_customer: cfg.warehouse.ticket_customer.clone(),
+            }),
+        ));
+        list.push(Consumer::new(
+            ConsumerSpec::new(
+                crate::warehouse::tickets::REMINDER_CONSUMER,
+                crate::warehouse::tickets::REMINDER_KEYS,
+            ),
+            Arc::new(crate::warehouse::tickets::ReminderTicket {
+                client: zammad::Client::new(&z.base_url, z.token.clone()),
+                group: z.group.clone(),
+                ticket_customer: cfg.warehouse.ticket_customer.clone(),
             }),
         ));
     }

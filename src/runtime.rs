@@ -48,6 +48,13 @@ impl Hub {
             "invoice_run".into(),
             Arc::new(crate::schedule::MonthlyPreview { db: db.clone() }),
         );
+        jobs.insert(
+            "asset_reminders".into(),
+            Arc::new(crate::warehouse::reminders::AssetReminders {
+                db: db.clone(),
+                windows: cfg.warehouse.reminder_days.clone(),
+            }),
+        );
         if let Some(z) = &cfg.zammad {
             jobs.insert(
                 "zammad_reconcile".into(),
@@ -138,6 +145,7 @@ impl Hub {
             bus: self.bus.clone(),
             relay_wakeup: self.relay_wakeup.clone(),
             metrics,
+            warehouse: Arc::new(self.cfg.warehouse.clone()),
             zammad_webhook: self.cfg.zammad.as_ref().and_then(|z| {
                 z.webhook_secret
                     .clone()

@@ -7,6 +7,7 @@ pub mod billing;
 pub mod deadletters;
 pub mod events;
 pub mod problem;
+pub mod warehouse;
 pub mod webhooks;
 
 use crate::bus::Bus;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The Zammad webhook's secret and source, when configured.
     pub zammad_webhook: Option<webhooks::ZammadWebhook>,
+    /// Goods-receipt intake settings (body limit, per-source HMAC secrets).
+    pub warehouse: Arc<crate::config::WarehouseSection>,
 }
 
 #[derive(utoipa::OpenApi)]
@@ -66,6 +69,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(deadletters::routes())
         .merge(billing::routes())
         .merge(webhooks::routes())
+        .merge(warehouse::routes())
         .split_for_parts()
 }
 

@@ -129,6 +129,17 @@ impl Db {
         self.pool.begin().await
     }
 
+    /// Starts a transaction that reads before it writes: on SQLite `BEGIN IMMEDIATE`, so the write
+    /// lock is taken (waiting up to the busy timeout) before the first read, instead of failing
+    /// with "database is locked" when a read lock cannot be upgraded; on PostgreSQL a plain
+    /// transaction (row locks and constraints serialize writers there).
+    pub async fn begin_write(&self) -> Result<Tx<'static>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Starts a transaction whose commit need not wait for the disk (PostgreSQL
     /// `synchronous_commit = off`; SQLite in WAL mode with `synchronous = NORMAL` behaves so
     /// anyway). Only for bookkeeping whose loss in a crash is harmless, like the relay's

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Default)]
 pub struct Fake {
     pub tickets: Mutex<Vec<Value>>,
+    /// The request bodies of `POST /api/v1/tickets` (with the first article), in order.
+    pub ticket_requests: Mutex<Vec<Value>>,
     pub articles: Mutex<Vec<Value>>,
     pub busy: AtomicUsize,
     /// Helpdesk tickets served by `GET /api/v1/tickets/{id}` and their time accountings.
@@ -175,6 +177,7 @@ async fn create_ticket(
         b["article"].is_object(),
         "an article is mandatory on ticket create"
     );
+    f.ticket_requests.lock().unwrap().push(b.clone());
     let mut t = f.tickets.lock().unwrap();
     let id = 80 + t.len() as u64 + 1;
     let ticket = json!({"id": id, "number": format!("{}", 10000 + id), "title": b["title"], "group": b["group"],

@@ -73,6 +73,9 @@ pub struct Customer {
     /// Who is told when a contingent threshold is crossed.
     #[serde(default)]
     pub notification_contacts: Vec<Contact>,
+    /// The account manager: receives warranty and licence reminders for the customer's assets.
+    #[serde(default)]
+    pub account_manager: Option<Contact>,
     /// The helpdesk organization id (e.g. Zammad `organization.id`).
     #[serde(default)]
     pub helpdesk_org_id: Option<String>,

@@ -122,10 +122,7 @@ pub fn parse(bytes: &[u8]) -> Result<GoodsReceipt, ReadError> {
         let pointer = if path == "." {
             "/".to_string()
         } else {
-            format!(
-                "/{}",
-                path.replace('.', "/").replace('[', "/").replace(']', "")
-            )
+            format!("/{}", path.replace(['.', '['], "/").replace(']', ""))
         };
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {

@@ -1,0 +1,230 @@
+//! Helpdesk tickets for the warehouse (Zammad write-back):
+//! - [`PickPackTicket`] (`pick-pack`, on `goods_receipt.received`): one pick & pack ticket per
+//!   receipt listing every line with article, quantity and serial numbers, for the technician
+//!   who prepares the hardware for the customer.
+//! - [`ReminderTicket`] (`asset-reminders`, on `asset.reminder_due`): one ticket per asset,
+//!   kind and window for the customer's account manager (or `[warehouse] ticket_customer`).
+//!
+//! Both go through [`crate::helpdesk::ticket_once`]: the hub's reference is a ticket tag and a
+//! row in `helpdesk_tickets`, so a retry or a redelivered event never opens a second ticket.
+
+use super::reminders::ReminderDue;
+use crate::bus::{Handler, HandlerError};
+use crate::helpdesk::ticket_once;
+use crate::store::Tx;
+use async_trait::async_trait;
+use canonical::goods::ReceivedGoods;
+use canonical::Envelope;
+use std::fmt::Write;
+
+pub const PICK_PACK_CONSUMER: &str = "pick-pack";
+pub const PICK_PACK_KEYS: &[&str] = &[super::receipts::RECEIVED];
+pub const REMINDER_CONSUMER: &str = "asset-reminders";
+pub const REMINDER_KEYS: &[&str] = &[super::reminders::REMINDER_DUE];
+
+/// A Zammad tag from any id: letters, digits and `-` only.
+pub fn tag_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// The pick & pack ticket text for a receipt.
+pub fn pick_pack_body(g: &ReceivedGoods, customer_name: &str) -> String {
+    let r = &g.receipt;
+    let mut b = String::new();
+    let _ = writeln!(
+        b,
+        "Wareneingang {} für {} ({})",
+        r.receipt_id, customer_name, g.customer_id
+    );
+    if let Some(s) = &r.supplier.name.clone().or(r.supplier.id.clone()) {
+        let _ = writeln!(b, "Lieferant: {s}");
+    }
+    if let Some(p) = &r.purchase_order_id {
+        let _ = writeln!(b, "Bestellung: {p}");
+    }
+    if let Some(d) = &r.dispatch_notification_id {
+        let _ = writeln!(b, "Lieferschein/Lieferavis: {d}");
+    }
+    if let Some(d) = r.received_on {
+        let _ = writeln!(b, "Eingang: {}", d.format("%d.%m.%Y"));
+    }
+    let _ = writeln!(b, "\nPositionen:");
+    for l in &r.lines {
+        let _ = writeln!(
+            b,
+            "{}. {} × {} {}",
+            l.line_id,
+            l.quantity.normalize(),
+            l.article().unwrap_or("-"),
+            l.description.as_deref().unwrap_or("")
+        );
+        let serials: Vec<&str> = l
+            .units
+            .iter()
+            .filter_map(|u| u.serial_number.as_deref())
+            .collect();
+        if !serials.is_empty() {
+            let _ = writeln!(b, "   Seriennummern: {}", serials.join(", "));
+        }
+        for u in l
+            .units
+            .iter()
+            .filter(|u| u.licence_key.is_some() || u.licence_expiry.is_some())
+        {
+            let _ = writeln!(
+                b,
+                "   Lizenz: {}{}",
+                u.licence_key.as_deref().unwrap_or("(ohne Schlüssel)"),
+                u.licence_expiry
+                    .map(|d| format!(", läuft bis {}", d.format("%d.%m.%Y")))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let _ = writeln!(
+        b,
+        "\nBitte kommissionieren, vorbereiten und an den Kunden ausliefern."
+    );
+    b
+}
+
+async fn customer_name(tx: &mut Tx<'_>, id: &str) -> Result<String, HandlerError> {
+    let doc: Option<String> = sqlx::query_scalar("SELECT document FROM customers WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(doc
+        .and_then(|d| serde_json::from_str::<canonical::customer::Customer>(&d).ok())
+        .map(|c| c.name)
+        .unwrap_or_else(|| id.to_string()))
+}
+
+/// The `pick-pack` handler.
+pub struct PickPackTicket {
+    pub client: zammad::Client,
+    pub group: String,
+    pub ticket_customer: String,
+}
+
+#[async_trait]
+impl Handler for PickPackTicket {
+    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let g: ReceivedGoods = ev.decode().map_err(|e| {
+            HandlerError::Permanent(format!("goods_receipt.received {}: {e}", ev.id))
+        })?;
+        let name = customer_name(tx, &g.customer_id).await?;
+        let hub_ref = format!("drehkreuz-we-{}", tag_safe(&g.id));
+        ticket_once(
+            &self.client,
+            tx,
+            &hub_ref,
+            zammad::NewTicket {
+                title: format!(
+                    "Pick & Pack: Wareneingang {} – {}",
+                    g.receipt.receipt_id, name
+                ),
+                group: self.group.clone(),
+                customer_id: format!("guess:{}", self.ticket_customer),
+                state: "open".into(),
+                tags: format!("{hub_ref},pick-pack"),
+                article: zammad::NewArticle {
+                    ticket_id: None,
+                    subject: format!("Wareneingang {}", g.receipt.receipt_id),
+                    body: pick_pack_body(&g, &name),
+                    content_type: "text/plain".into(),
+                    kind: "note".into(),
+                    internal: true,
+                    to: None,
+                    sender: None,
+                },
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The `asset-reminders` handler.
+pub struct ReminderTicket {
+    pub client: zammad::Client,
+    pub group: String,
+    pub ticket_customer: String,
+}
+
+#[async_trait]
+impl Handler for ReminderTicket {
+    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let r: ReminderDue = ev
+            .decode()
+            .map_err(|e| HandlerError::Permanent(format!("asset.reminder_due {}: {e}", ev.id)))?;
+        let what = match r.kind.as_str() {
+            "licence" => "Lizenz",
+            _ => "Garantie",
+        };
+        let item = r
+            .asset
+            .serial_number
+            .clone()
+            .or(r.asset.licence_key.clone())
+            .unwrap_or_else(|| r.asset.id.clone());
+        let hub_ref = format!(
+            "drehkreuz-asset-{}-{}-{}-{}",
+            tag_safe(&r.asset.id),
+            r.kind,
+            r.ends_on.format("%Y%m%d"),
+            r.window_days
+        );
+        let contact = r
+            .account_manager
+            .as_ref()
+            .map(|c| c.email.clone())
+            .unwrap_or_else(|| self.ticket_customer.clone());
+        let body = format!(
+            "{what} endet am {} (in {} Tagen) für {} ({}).\n\nArtikel: {} {}\nSeriennummer/Lizenz: {item}\nWareneingang: {}\n\n\
+             Bitte mit dem Kunden Verlängerung oder Ersatz besprechen.\n",
+            r.ends_on.format("%d.%m.%Y"),
+            r.days_left,
+            r.customer_name,
+            r.asset.customer_id,
+            r.asset.article.as_deref().unwrap_or("-"),
+            r.asset.description.as_deref().unwrap_or(""),
+            r.asset.receipt,
+        );
+        ticket_once(
+            &self.client,
+            tx,
+            &hub_ref,
+            zammad::NewTicket {
+                title: format!(
+                    "{what} endet {}: {} – {item}",
+                    r.ends_on.format("%d.%m.%Y"),
+                    r.customer_name
+                ),
+                group: self.group.clone(),
+                customer_id: format!("guess:{contact}"),
+                state: "open".into(),
+                tags: format!("{hub_ref},{}-erinnerung", r.kind),
+                article: zammad::NewArticle {
+                    ticket_id: None,
+                    subject: format!("{what}serinnerung ({} Tage)", r.window_days),
+                    body,
+                    content_type: "text/plain".into(),
+                    kind: "note".into(),
+                    internal: true,
+                    to: None,
+                    sender: None,
+                },
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
