@@ -401,9 +401,18 @@ async fn upsert_contract(
 
 /// A stored customer.
 pub async fn customer(db: &Db, id: &str) -> Result<Option<Customer>, sqlx::Error> {
+    let mut conn = db.pool.acquire().await?;
+    customer_in(&mut conn, id).await
+}
+
+/// [`customer`] on a given connection or transaction.
+pub async fn customer_in(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> Result<Option<Customer>, sqlx::Error> {
     let doc: Option<String> = sqlx::query_scalar("SELECT document FROM customers WHERE id = $1")
         .bind(id)
-        .fetch_optional(&db.pool)
+        .fetch_optional(&mut *conn)
         .await?;
     Ok(doc.and_then(|d| serde_json::from_str(&d).ok()))
 }
@@ -424,17 +433,26 @@ pub async fn contracts(
     db: &Db,
     customer_id: Option<&str>,
 ) -> Result<Vec<(Contract, String)>, sqlx::Error> {
+    let mut conn = db.pool.acquire().await?;
+    contracts_in(&mut conn, customer_id).await
+}
+
+/// [`contracts`] on a given connection or transaction.
+pub async fn contracts_in(
+    conn: &mut sqlx::AnyConnection,
+    customer_id: Option<&str>,
+) -> Result<Vec<(Contract, String)>, sqlx::Error> {
     let rows =
         match customer_id {
             Some(c) => sqlx::query(
                 "SELECT document, number_range FROM contracts WHERE customer_id = $1 ORDER BY id",
             )
             .bind(c)
-            .fetch_all(&db.pool)
+            .fetch_all(&mut *conn)
             .await?,
             None => {
                 sqlx::query("SELECT document, number_range FROM contracts ORDER BY customer_id, id")
-                    .fetch_all(&db.pool)
+                    .fetch_all(&mut *conn)
                     .await?
             }
         };

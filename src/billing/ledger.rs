@@ -72,16 +72,15 @@ impl Handler for ContingentLedger {
         let w: WorkRecorded = ev
             .decode()
             .map_err(|e| HandlerError::Permanent(format!("work.recorded {}: {e}", ev.id)))?;
-        let Some(customer) = masterdata::customer(&self.db, &w.customer_id).await? else {
+        // Every read goes through the handler's own transaction (see `rate_contract_in`).
+        let Some(customer) = masterdata::customer_in(tx, &w.customer_id).await? else {
             return Ok(());
         };
-        for (c, _) in masterdata::contracts(&self.db, Some(&w.customer_id)).await? {
+        for (c, _) in masterdata::contracts_in(tx, Some(&w.customer_id)).await? {
             if !matches!(c.kind, ContractKind::Contingent(_)) {
                 continue;
             }
-            let rating = match crate::billing::run::rate_contract(&self.db, &c, w.period, &[])
-                .await?
-            {
+            let rating = match crate::billing::run::rate_contract_in(tx, &c, w.period, &[]).await? {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(contract = %c.id, error = %e, "Cannot rate the contingent for thresholds.");

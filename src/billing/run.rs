@@ -179,7 +179,10 @@ pub async fn list(
         .collect()
 }
 
-async fn tickets_for(db: &Db, ids: &[String]) -> Result<Vec<Ticket>, sqlx::Error> {
+async fn tickets_for(
+    conn: &mut sqlx::AnyConnection,
+    ids: &[String],
+) -> Result<Vec<Ticket>, sqlx::Error> {
     let mut out = Vec::new();
     for chunk in ids.chunks(200) {
         let list = (0..chunk.len())
@@ -191,7 +194,7 @@ async fn tickets_for(db: &Db, ids: &[String]) -> Result<Vec<Ticket>, sqlx::Error
         for id in chunk {
             q = q.bind(id);
         }
-        for d in q.fetch_all(&db.pool).await? {
+        for d in q.fetch_all(&mut *conn).await? {
             out.push(decode(&d)?);
         }
     }
@@ -199,7 +202,7 @@ async fn tickets_for(db: &Db, ids: &[String]) -> Result<Vec<Ticket>, sqlx::Error
 }
 
 async fn open_entries(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     customer: &str,
     period: Period,
 ) -> Result<Vec<TimeEntry>, sqlx::Error> {
@@ -209,13 +212,13 @@ async fn open_entries(
     )
     .bind(customer)
     .bind(period.to_string())
-    .fetch_all(&db.pool)
+    .fetch_all(&mut *conn)
     .await?;
     docs.iter().map(|d| decode(d)).collect()
 }
 
 async fn usage_for(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     customer: &str,
     period: Period,
 ) -> Result<Vec<UsageRecord>, sqlx::Error> {
@@ -224,20 +227,24 @@ async fn usage_for(
     )
     .bind(customer)
     .bind(period.to_string())
-    .fetch_all(&db.pool)
+    .fetch_all(&mut *conn)
     .await?;
     docs.iter().map(|d| decode(d)).collect()
 }
 
 /// The contingent balance a contract starts the period with, and whether the period was
 /// already booked (a later run of the same period then grants no second allotment or fee).
-async fn opening(db: &Db, contract: &str, period: Period) -> Result<(Decimal, bool), sqlx::Error> {
+async fn opening(
+    conn: &mut sqlx::AnyConnection,
+    contract: &str,
+    period: Period,
+) -> Result<(Decimal, bool), sqlx::Error> {
     let same: Option<String> = sqlx::query_scalar(
         "SELECT closing FROM contingent_ledger WHERE contract_id = $1 AND period = $2",
     )
     .bind(contract)
     .bind(period.to_string())
-    .fetch_optional(&db.pool)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some(c) = same {
         return Ok((c.parse().unwrap_or_default(), true));
@@ -247,7 +254,7 @@ async fn opening(db: &Db, contract: &str, period: Period) -> Result<(Decimal, bo
     )
     .bind(contract)
     .bind(period.to_string())
-    .fetch_optional(&db.pool)
+    .fetch_optional(&mut *conn)
     .await?;
     Ok((prev.and_then(|c| c.parse().ok()).unwrap_or_default(), false))
 }
@@ -261,18 +268,22 @@ struct Inputs {
     opening: Decimal,
 }
 
-async fn inputs(db: &Db, contract: &Contract, period: Period) -> Result<Inputs, sqlx::Error> {
+async fn inputs(
+    conn: &mut sqlx::AnyConnection,
+    contract: &Contract,
+    period: Period,
+) -> Result<Inputs, sqlx::Error> {
     let entries = if matches!(contract.kind, ContractKind::ManagedService { .. }) {
         Vec::new()
     } else {
-        open_entries(db, &contract.customer_id, period).await?
+        open_entries(conn, &contract.customer_id, period).await?
     };
     let mut ticket_ids: Vec<String> = entries.iter().map(|e| e.ticket_id.clone()).collect();
     ticket_ids.sort();
     ticket_ids.dedup();
-    let tickets = tickets_for(db, &ticket_ids).await?;
-    let usage = usage_for(db, &contract.customer_id, period).await?;
-    let (opening, booked) = opening(db, &contract.id, period).await?;
+    let tickets = tickets_for(conn, &ticket_ids).await?;
+    let usage = usage_for(conn, &contract.customer_id, period).await?;
+    let (opening, booked) = opening(conn, &contract.id, period).await?;
     let mut c = contract.clone();
     if booked {
         if let ContractKind::Contingent(t) = &mut c.kind {
@@ -296,7 +307,20 @@ pub async fn rate_contract(
     period: Period,
     write_offs: &[WriteOff],
 ) -> Result<Result<Rating, String>, sqlx::Error> {
-    let i = inputs(db, contract, period).await?;
+    let mut conn = db.pool.acquire().await?;
+    rate_contract_in(&mut conn, contract, period, write_offs).await
+}
+
+/// [`rate_contract`] on a given connection or transaction (a consumer reads inside its own
+/// transaction: taking a second pool connection while holding SQLite's write lock can wait for
+/// a connection that itself waits for the lock).
+pub async fn rate_contract_in(
+    conn: &mut sqlx::AnyConnection,
+    contract: &Contract,
+    period: Period,
+    write_offs: &[WriteOff],
+) -> Result<Result<Rating, String>, sqlx::Error> {
+    let i = inputs(conn, contract, period).await?;
     Ok(rate(&RatingInput {
         contract: &i.contract,
         period,
@@ -321,7 +345,10 @@ async fn rate_targets(
     period: Period,
     write_offs: &[WriteOff],
 ) -> Result<Vec<(TargetKey, Result<Rating, String>)>, sqlx::Error> {
-    let i = inputs(db, contract, period).await?;
+    let i = {
+        let mut conn = db.pool.acquire().await?;
+        inputs(&mut conn, contract, period).await?
+    };
     let shared = matches!(
         contract.kind,
         ContractKind::Contingent(_) | ContractKind::ManagedService { .. }
