@@ -388,6 +388,10 @@ async fn openapi_document_matches_the_routes() {
         "/api/v1/dead-letters",
         "/api/v1/dead-letters/{id}",
         "/api/v1/dead-letters/{id}/replay",
+        "/api/v1/goods-receipts",
+        "/api/v1/goods-receipts/{id}",
+        "/api/v1/customers/{id}/assets",
+        "/api/v1/purchase-orders/{order_id}",
     ] {
         assert!(paths.contains(&p), "{p} missing from {paths:?}");
     }
@@ -692,5 +696,166 @@ async fn billing_and_customer_data_role_boundaries() {
             && acts.contains(&"invoice_run.finalize".to_string()),
         "{acts:?}"
     );
+    hub.stop().await;
+}
+
+/// Assets (`viewer:<customer>` reads only its own) and goods-receipt intake (`intake:<source>`
+/// posts as itself and reads only its own receipts); order registration and the review-list
+/// assignment are audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warehouse_assets_and_goods_receipt_role_boundaries() {
+    let hub = start().await;
+    let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
+        "../docs/examples/master-data.toml"
+    ))
+    .unwrap();
+    drehkreuz::masterdata::import(&hub.db, &md, "test")
+        .await
+        .unwrap();
+    let c = reqwest::Client::new();
+    let (admin, acc, viewer, wh, shop) = (
+        hub.token("admin").await,
+        hub.token("accounting").await,
+        hub.token("viewer:C-1001").await,
+        hub.token("intake:warehouse").await,
+        hub.token("intake:shop").await,
+    );
+    let url = |p: &str| format!("{}{p}", hub.base);
+    let receipt = |id: &str, customer: &str| {
+        serde_json::json!({"receipt": {"receipt_id": id, "end_customer": {"customer_id": customer},
+            "lines": [{"line_id": "1", "supplier_pid": "NB", "quantity": 1, "units": [{"serial_number": format!("SN-{id}")}]}]}})
+    };
+
+    // Intake: no token 401, a bad token 401, viewer/accounting 403, intake 201.
+    let post = |t: Option<&str>, body: serde_json::Value| {
+        let mut r = c.post(url("/api/v1/goods-receipts")).json(&body);
+        if let Some(t) = t {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let (s, _) = status_and_problem(post(None, receipt("WE-1", "C-1001")).await.unwrap()).await;
+    assert_eq!(s, 401);
+    let (s, _) = status_and_problem(
+        post(Some("dkt_nope_nope"), receipt("WE-1", "C-1001"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 401);
+    for t in [&viewer, &acc] {
+        let (s, _) =
+            status_and_problem(post(Some(t), receipt("WE-1", "C-1001")).await.unwrap()).await;
+        assert_eq!(s, 403);
+    }
+    let (s, body) =
+        status_and_problem(post(Some(&wh), receipt("WE-1", "C-1001")).await.unwrap()).await;
+    assert_eq!((s, body["id"].as_str()), (201, Some("warehouse:WE-1")));
+    let (s, _) =
+        status_and_problem(post(Some(&shop), receipt("WE-2", "C-1002")).await.unwrap()).await;
+    assert_eq!(s, 201);
+
+    // Reading receipts: own source yes; another source, a viewer: 403 whether or not it exists.
+    let get = |p: &str, t: &str| c.get(url(p)).bearer_auth(t.to_string()).send();
+    assert_eq!(
+        get("/api/v1/goods-receipts/warehouse:WE-1", &wh)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for (p, t) in [
+        ("/api/v1/goods-receipts/warehouse:WE-1", &shop),
+        ("/api/v1/goods-receipts/warehouse:NOPE", &shop),
+        ("/api/v1/goods-receipts/warehouse:WE-1", &viewer),
+    ] {
+        let (s, _) = status_and_problem(get(p, t).await.unwrap()).await;
+        assert_eq!(s, 403, "{p}");
+    }
+    let (s, _) = status_and_problem(
+        get("/api/v1/goods-receipts/warehouse:NOPE", &admin)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 404);
+
+    // Assets: own customer yes; another customer or an unknown id 403 for the viewer.
+    support::eventually(Duration::from_secs(20), "assets registered", || async {
+        let r = get("/api/v1/customers/C-1001/assets", &viewer)
+            .await
+            .unwrap();
+        r.status() == 200
+            && r.json::<serde_json::Value>().await.unwrap()["assets"]
+                .as_array()
+                .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    for p in [
+        "/api/v1/customers/C-1002/assets",
+        "/api/v1/customers/NOPE/assets",
+    ] {
+        let (s, _) = status_and_problem(get(p, &viewer).await.unwrap()).await;
+        assert_eq!(s, 403, "{p}");
+    }
+    let (s, _) =
+        status_and_problem(get("/api/v1/customers/C-1002/assets", &wh).await.unwrap()).await;
+    assert_eq!(s, 403, "an intake token reads no customer data");
+    assert_eq!(
+        get("/api/v1/customers/C-1002/assets", &acc)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (s, _) =
+        status_and_problem(get("/api/v1/customers/NOPE/assets", &admin).await.unwrap()).await;
+    assert_eq!(s, 404);
+
+    // Registering orders: intake and admin; viewer 403. Assigning from the review list: admin only.
+    let put = |t: &str| {
+        c.put(url("/api/v1/purchase-orders/PO-77"))
+            .bearer_auth(t.to_string())
+            .json(&serde_json::json!({"customer_id": "C-1003"}))
+            .send()
+    };
+    assert_eq!(put(&wh).await.unwrap().status(), 200);
+    let (s, _) = status_and_problem(put(&viewer).await.unwrap()).await;
+    assert_eq!(s, 403);
+    let unresolved = serde_json::json!({"receipt": {"receipt_id": "WE-3",
+        "lines": [{"line_id": "1", "quantity": 1, "units": [{"serial_number": "SN-3"}]}]}});
+    let (s, body) = status_and_problem(post(Some(&wh), unresolved).await.unwrap()).await;
+    assert_eq!((s, body["status"].as_str()), (201, Some("review")));
+    let assign = |t: &str| {
+        c.post(url("/api/v1/goods-receipts/warehouse:WE-3/assign"))
+            .bearer_auth(t.to_string())
+            .json(&serde_json::json!({"customer_id": "C-1003"}))
+            .send()
+    };
+    for t in [&wh, &acc, &viewer] {
+        let (s, _) = status_and_problem(assign(t).await.unwrap()).await;
+        assert_eq!(s, 403);
+    }
+    assert_eq!(assign(&admin).await.unwrap().status(), 200);
+    let (s, _) = status_and_problem(assign(&admin).await.unwrap()).await;
+    assert_eq!(s, 409, "assigned once");
+
+    // Both privileged actions are in the audit trail with the acting token.
+    let rows = audit::list(
+        &hub.db,
+        &audit::AuditFilter {
+            limit: 1000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for action in ["purchase_order.register", "goods_receipt.assign"] {
+        let r = rows
+            .iter()
+            .find(|r| r.action == action)
+            .unwrap_or_else(|| panic!("{action} in {rows:?}"));
+        assert!(r.actor.starts_with("token:"), "{r:?}");
+    }
     hub.stop().await;
 }
