@@ -142,6 +142,34 @@ impl Handler for HelpdeskNotify {
     }
 }
 
+/// Why a Zammad ticket could not be turned into a canonical ticket.
+#[derive(Debug, thiserror::Error)]
+pub enum TicketError {
+    #[error(transparent)]
+    Zammad(#[from] zammad::ZammadError),
+    #[error(transparent)]
+    Mapping(#[from] zammad_mapping::MappingError),
+}
+
+/// Maps an (expanded) Zammad ticket; with `customer_number_attribute` configured, the
+/// organization is fetched and its attribute names the customer.
+pub async fn map_ticket(
+    client: &zammad::Client,
+    raw: &serde_json::Value,
+    source: &str,
+    mapping: &zammad_mapping::MappingSettings,
+) -> Result<canonical::work::Ticket, TicketError> {
+    let mut ticket = zammad_mapping::ticket(raw, source, mapping)?;
+    if let (Some(_), Some(org)) = (
+        &mapping.customer_number_attribute,
+        ticket.organization_id.clone(),
+    ) {
+        let o = client.get_organization(&org).await?;
+        ticket.customer_id = zammad_mapping::organization_customer(&o, mapping);
+    }
+    Ok(ticket)
+}
+
 /// The `zammad-sync` consumer: on `zammad.ticket_changed` it fetches the ticket and its time
 /// accountings from Zammad, maps them (`mappings/zammad`) and writes `ticket.updated` and
 /// `time_entry.updated` events to the outbox for the intake. A time accounting that cannot be
@@ -167,16 +195,12 @@ impl Handler for ZammadSync {
             .get_ticket(&changed.ticket_id)
             .await
             .map_err(fail)?;
-        let mut ticket = zammad_mapping::ticket(&raw_ticket, &self.source, &self.mapping)
-            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-        // Organization → customer by the configured customer-number attribute, if any.
-        if let (Some(_), Some(org)) = (
-            &self.mapping.customer_number_attribute,
-            ticket.organization_id.clone(),
-        ) {
-            let o = self.client.get_organization(&org).await.map_err(fail)?;
-            ticket.customer_id = zammad_mapping::organization_customer(&o, &self.mapping);
-        }
+        let ticket = match map_ticket(&self.client, &raw_ticket, &self.source, &self.mapping).await
+        {
+            Ok(t) => t,
+            Err(TicketError::Zammad(e)) => return Err(fail(e)),
+            Err(TicketError::Mapping(e)) => return Err(HandlerError::Permanent(e.to_string())),
+        };
         let mut events = vec![crate::intake::ticket_event(&ticket, false)
             .map_err(|e| HandlerError::Permanent(e.to_string()))?];
         for ta in self
@@ -299,6 +323,7 @@ impl crate::schedule::Job for ZammadReconcile {
             }
             page += 1;
         }
+        let tickets = self.reconcile_tickets().await?;
         // Deletions: open periods only (older periods are settled; changes there go through review).
         let this = canonical::work::Period::of(due);
         let mut tx = self.db.begin().await?;
@@ -337,7 +362,79 @@ impl crate::schedule::Job for ZammadReconcile {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        tracing::info!(source = %self.source, deletions = deletions.len(), cursor = newest, "Zammad reconciliation done.");
+        tracing::info!(source = %self.source, deletions = deletions.len(), tickets, cursor = newest, "Zammad reconciliation done.");
         Ok(())
+    }
+}
+
+impl ZammadReconcile {
+    /// Tickets changed since the ticket cursor (classification, organization, title: changes
+    /// that touch no time accounting and so appear in no accounting list), by condition search
+    /// on `updated_at`, oldest first, with a five-minute overlap. Returns how many were
+    /// published; unmappable tickets go on the review list.
+    async fn reconcile_tickets(&self) -> anyhow::Result<usize> {
+        let cursor_name = format!("{}:tickets.updated_at", self.source);
+        let cursor: i64 =
+            sqlx::query_scalar::<_, String>("SELECT value FROM sync_cursors WHERE name = $1")
+                .bind(&cursor_name)
+                .fetch_optional(&self.db.pool)
+                .await?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        let since = crate::store::from_ms((cursor - 5 * 60 * 1000).max(0));
+        let mut newest = cursor;
+        let mut published = 0;
+        let mut page = 1;
+        loop {
+            let items = self
+                .client
+                .tickets_updated_since(since, page, self.per_page)
+                .await?;
+            let n = items.len();
+            let mut events = Vec::new();
+            let mut review = Vec::new();
+            for raw in &items {
+                match map_ticket(&self.client, raw, &self.source, &self.mapping).await {
+                    Ok(t) => {
+                        newest = newest.max(t.version);
+                        events.push(crate::intake::ticket_event(&t, false)?);
+                    }
+                    Err(TicketError::Zammad(e)) => return Err(e.into()),
+                    Err(TicketError::Mapping(e)) => review.push((raw, e.to_string())),
+                }
+            }
+            let mut tx = self.db.begin().await?;
+            crate::store::outbox::enqueue_many(&mut tx, &events).await?;
+            for (raw, reason) in review {
+                let rid = format!("ticket:{}", raw.get("id").cloned().unwrap_or_default());
+                crate::store::review::add(
+                    &mut tx,
+                    "unmapped_ticket",
+                    &self.source,
+                    &rid,
+                    &reason,
+                    raw,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            published += events.len();
+            if n < self.per_page as usize {
+                break;
+            }
+            page += 1;
+        }
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO sync_cursors (name, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(&cursor_name)
+        .bind(newest.to_string())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(published)
     }
 }

@@ -242,7 +242,10 @@ async fn reconciliation_finds_new_edited_and_deleted_accountings() {
             secrecy::SecretString::from("zammad-secret".to_string()),
         ),
         source: "zammad".into(),
-        mapping: zammad_mapping::MappingSettings::default(),
+        mapping: zammad_mapping::MappingSettings {
+            classification_attribute: Some("billing_class".into()),
+            ..Default::default()
+        },
         per_page: 2,
     };
     // Apply what the job published, as the intake consumer would.
@@ -318,16 +321,71 @@ async fn reconciliation_finds_new_edited_and_deleted_accountings() {
     assert_eq!(minutes("2").await, Some(50), "edit picked up");
     assert_eq!(minutes("3").await, None, "deletion picked up");
     assert_eq!(minutes("4").await, Some(5), "direct booking picked up");
-    let cursor: String = sqlx::query_scalar("SELECT value FROM sync_cursors")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let cursor: String = sqlx::query_scalar(
+        "SELECT value FROM sync_cursors WHERE name = 'zammad:time_accountings.updated_at'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(
         cursor,
         chrono::DateTime::parse_from_rfc3339("2026-10-18T09:30:00Z")
             .unwrap()
             .timestamp_millis()
             .to_string()
+    );
+
+    // A classification change touches no time accounting: the ticket search by updated_at
+    // finds it. A ticket of an unknown organization goes on the review list (intake), an
+    // unmappable one too (here): nothing is lost.
+    fake.helpdesk_tickets.lock().unwrap().insert(
+        "50".into(),
+        json!({"id": 50, "number": "10050", "title": "VPN", "organization_id": 12, "billing_class": "project",
+               "created_at": "2026-10-01T08:00:00Z", "updated_at": "2026-10-19T11:00:00Z"}),
+    );
+    fake.helpdesk_tickets.lock().unwrap().insert(
+        "51".into(),
+        json!({"id": 51, "number": "10051", "title": "Fremd", "organization_id": 999,
+               "created_at": "2026-10-19T09:00:00Z", "updated_at": "2026-10-19T09:00:00Z"}),
+    );
+    fake.helpdesk_tickets.lock().unwrap().insert(
+        "52".into(),
+        json!({"id": 52, "number": "10052", "title": "", "created_at": "2026-10-19T09:00:00Z", "updated_at": "2026-10-19T09:00:00Z"}),
+    );
+    job.run(due).await.unwrap();
+    drain(db.clone()).await;
+    let doc: String =
+        sqlx::query_scalar("SELECT document FROM tickets WHERE source = 'zammad' AND id = '50'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let t: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(t["classification"], "project", "{t}");
+    let ticket_cursor: String = sqlx::query_scalar(
+        "SELECT value FROM sync_cursors WHERE name = 'zammad:tickets.updated_at'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        ticket_cursor,
+        chrono::DateTime::parse_from_rfc3339("2026-10-19T11:00:00Z")
+            .unwrap()
+            .timestamp_millis()
+            .to_string()
+    );
+    let review = drehkreuz::store::review::list(&db, false).await.unwrap();
+    assert!(
+        review
+            .iter()
+            .any(|r| r.kind == "unmapped_ticket" && r.record_id == "ticket:52"),
+        "a ticket without a title is reviewed: {review:?}"
+    );
+    assert!(
+        review
+            .iter()
+            .any(|r| r.kind == "unknown_customer" && r.record_id == "ticket:51"),
+        "unknown organization 999 is reviewed: {review:?}"
     );
 }
 
@@ -400,4 +458,63 @@ async fn organization_maps_by_customer_number_attribute() {
         .await
         .unwrap();
     assert_eq!(c.as_deref(), Some("C-1003"));
+}
+
+/// 404 and 5xx from Zammad: a deleted ticket is a permanent failure (dead letter with the
+/// reason); a 502 from a proxy in front of Zammad is retried with backoff and then succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_is_permanent_and_server_errors_are_retried() {
+    use std::sync::atomic::Ordering;
+    let (zammad_url, fake) = support::fake_zammad::fake_zammad().await;
+    let client = zammad::Client::new(
+        &zammad_url,
+        secrecy::SecretString::from("zammad-secret".to_string()),
+    );
+    let err = client.get_ticket("404").await.unwrap_err();
+    assert!(matches!(err, zammad::ZammadError::NotFound(_)), "{err:?}");
+    assert!(!err.is_transient());
+
+    fake.helpdesk_tickets.lock().unwrap().insert(
+        "70".into(),
+        json!({"id": 70, "title": "Backup", "organization_id": 11, "created_at": "2026-10-01T08:00:00Z", "updated_at": "2026-10-01T08:00:00Z"}),
+    );
+    fake.accountings.lock().unwrap().insert("70".into(), vec![]);
+    fake.server_errors.store(2, Ordering::SeqCst);
+    let t = client.get_ticket("70").await.unwrap();
+    assert_eq!(t["id"], 70);
+    assert_eq!(
+        fake.server_errors.load(Ordering::SeqCst),
+        0,
+        "two 502s were retried"
+    );
+
+    // Through the zammad-sync consumer: the deleted ticket → dead letter with the reason.
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    let sync = drehkreuz::helpdesk::ZammadSync {
+        client,
+        source: "zammad".into(),
+        mapping: zammad_mapping::MappingSettings::default(),
+    };
+    let signal = |id: &str| {
+        canonical::Envelope::new(
+            "/zammad",
+            "zammad.ticket_changed",
+            id,
+            "d",
+            chrono::Utc::now(),
+            &drehkreuz::http::webhooks::TicketChanged {
+                ticket_id: id.into(),
+                delivery: None,
+            },
+        )
+        .unwrap()
+    };
+    match drehkreuz::bus::apply(&db, "zammad-sync", &sync, &signal("404")).await {
+        drehkreuz::bus::Outcome::Dead(reason) => assert!(reason.contains("404"), "{reason}"),
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+    assert!(matches!(
+        drehkreuz::bus::apply(&db, "zammad-sync", &sync, &signal("70")).await,
+        drehkreuz::bus::Outcome::Applied
+    ));
 }

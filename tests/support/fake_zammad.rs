@@ -20,6 +20,8 @@ pub struct Fake {
     pub ticket_requests: Mutex<Vec<Value>>,
     pub articles: Mutex<Vec<Value>>,
     pub busy: AtomicUsize,
+    /// `GET /api/v1/tickets/{id}` answers 502 this many times first.
+    pub server_errors: AtomicUsize,
     /// Helpdesk tickets served by `GET /api/v1/tickets/{id}` and their time accountings.
     pub helpdesk_tickets: Mutex<HashMap<String, Value>>,
     pub accountings: Mutex<HashMap<String, Vec<Value>>>,
@@ -89,6 +91,14 @@ async fn get_ticket(
         )
             .into_response();
     }
+    if f.server_errors.load(Ordering::SeqCst) > 0 {
+        f.server_errors.fetch_sub(1, Ordering::SeqCst);
+        return (
+            StatusCode::BAD_GATEWAY,
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response();
+    }
     match f.helpdesk_tickets.lock().unwrap().get(&id) {
         Some(t) => Json(t.clone()).into_response(),
         None => (
@@ -124,6 +134,54 @@ async fn get_accountings(
 
 fn authorized(h: &HeaderMap) -> bool {
     h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Token token=zammad-secret")
+}
+
+/// `POST /api/v1/tickets/search` with a condition on `ticket.updated_at` (`after (absolute)`,
+/// which Zammad's SQL selector evaluates as `>=`), `sort_by=updated_at`, paginated, expanded.
+async fn condition_search(
+    State(f): State<Arc<Fake>>,
+    h: HeaderMap,
+    Json(b): Json<Value>,
+) -> impl IntoResponse {
+    if !authorized(&h) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "authentication failed"})),
+        )
+            .into_response();
+    }
+    let cond = &b["condition"]["ticket.updated_at"];
+    assert_eq!(cond["operator"], "after (absolute)", "{b}");
+    assert_eq!(b["expand"], true);
+    assert_eq!(b["sort_by"], "updated_at");
+    let since: chrono::DateTime<chrono::Utc> = cond["value"].as_str().unwrap().parse().unwrap();
+    let page = b["page"].as_u64().unwrap_or(1).max(1) as usize;
+    let per_page = b["per_page"].as_u64().unwrap_or(50).min(200) as usize;
+    let mut hits: Vec<Value> = f
+        .helpdesk_tickets
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|t| {
+            t["updated_at"]
+                .as_str()
+                .and_then(|u| u.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                .is_some_and(|u| u >= since)
+        })
+        .cloned()
+        .collect();
+    hits.sort_by_key(|t| {
+        (
+            t["updated_at"].as_str().unwrap_or("").to_string(),
+            t["id"].as_u64(),
+        )
+    });
+    let out: Vec<Value> = hits
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    Json(Value::Array(out)).into_response()
 }
 
 async fn search(
@@ -218,7 +276,7 @@ async fn create_article(
 pub async fn fake_zammad() -> (String, Arc<Fake>) {
     let fake = Arc::new(Fake::default());
     let app = Router::new()
-        .route("/api/v1/tickets/search", get(search))
+        .route("/api/v1/tickets/search", get(search).post(condition_search))
         .route("/api/v1/tickets", post(create_ticket))
         .route("/api/v1/ticket_articles", post(create_article))
         .route("/api/v1/tickets/{id}", get(get_ticket))

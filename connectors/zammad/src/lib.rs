@@ -258,6 +258,46 @@ impl Client {
         }
     }
 
+    /// Tickets updated at or after `since`, oldest first (`POST /api/v1/tickets/search` with a
+    /// condition on `ticket.updated_at`: the SQL selector, no Elasticsearch needed), expanded.
+    /// Zammad's `after (absolute)` is `>=` in SQL and `>` in the search index, so callers use
+    /// an overlap window and keep the newest version.
+    pub async fn tickets_updated_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        page: u32,
+        per_page: u32,
+    ) -> Result<Vec<serde_json::Value>, ZammadError> {
+        let body = serde_json::json!({
+            "condition": {"ticket.updated_at": {
+                "operator": "after (absolute)",
+                "value": since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            }},
+            "expand": true,
+            "page": page,
+            "per_page": per_page,
+            "sort_by": "updated_at",
+            "order_by": "asc",
+        });
+        match self
+            .call(reqwest::Method::POST, "/api/v1/tickets/search", Some(&body))
+            .await?
+        {
+            serde_json::Value::Array(a) => Ok(a),
+            serde_json::Value::Object(mut o) => match o.remove("tickets") {
+                Some(serde_json::Value::Array(a)) if a.iter().all(|t| t.is_object()) => Ok(a),
+                _ => Err(ZammadError::Rejected {
+                    status: 200,
+                    body: "ticket search without expanded tickets".into(),
+                }),
+            },
+            other => Err(ZammadError::Rejected {
+                status: 200,
+                body: format!("expected an array, got {other}"),
+            }),
+        }
+    }
+
     /// An organization (custom attributes appear as top-level keys).
     pub async fn get_organization(&self, id: &str) -> Result<serde_json::Value, ZammadError> {
         self.call(
