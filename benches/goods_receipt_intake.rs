@@ -8,6 +8,7 @@
 //!   customer resolved, stored with its event in one transaction);
 //! - **end to end**: receipts per second until all their assets are registered by the
 //!   `asset-registry` consumer (through the bus).
+//!
 //! Formats: the hub JSON and openTRANS 2.1 (the ITscope dispatch notification with new numbers
 //! and serials); stores: embedded (SQLite + embedded bus) and PostgreSQL + RabbitMQ.
 
