@@ -395,7 +395,55 @@ fn demo_runs_on_embedded_defaults_and_writes_results() {
     let review: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("review.json")).unwrap())
             .unwrap();
-    assert_eq!(review.as_array().unwrap().len(), 2);
+    // Two unknown customers from the helpdesk sample, one unmapped Zammad time-accounting type.
+    assert_eq!(review.as_array().unwrap().len(), 3, "{review}");
+    assert!(review
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["kind"] == "unmapped_time_accounting"));
+    // The simulated Zammad: the webhook brought ticket 501's two mapped accountings into billing.
+    let from_zammad: Vec<&serde_json::Value> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["entry"]["source"] == "zammad")
+        .collect();
+    assert_eq!(from_zammad.len(), 2, "{from_zammad:?}");
+    assert!(from_zammad
+        .iter()
+        .any(|e| e["entry"]["minutes"] == 90 && e["entry"]["level"] == "2nd"));
+    // Goods receipts: 5 assets (notebook + licence for C-1001; 2 notebooks + dock for C-1003).
+    let assets: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("assets.json")).unwrap())
+            .unwrap();
+    assert_eq!(assets.as_array().unwrap().len(), 5, "{assets}");
+    assert!(assets
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["serial_number"] == "5CG3281XQ7" && a["customer_id"] == "C-1003"));
+    // Write-back to the simulated Zammad: the contingent notice ticket, two pick & pack
+    // tickets and one licence reminder, each exactly once.
+    let tickets: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("helpdesk/tickets.json")).unwrap(),
+    )
+    .unwrap();
+    let tagged = |tag: &str| {
+        tickets
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["tags"].as_array().unwrap().iter().any(|x| x == tag))
+            .count()
+    };
+    assert_eq!(tagged("pick-pack"), 2, "{tickets}");
+    assert_eq!(tagged("licence-erinnerung"), 1, "{tickets}");
+    assert_eq!(tagged("kontingent"), 1, "{tickets}");
+    assert!(
+        stdout.contains("goods receipts:             2 posted, 5 assets registered"),
+        "{stdout}"
+    );
     let dead: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("dead-letters.json")).unwrap(),
     )

@@ -9,7 +9,15 @@
 //! `time-entries.json`, `work-by-customer.csv`, `review.json`, `dead-letters.json`, then runs
 //! the monthly billing (preview → approve → finalize) and writes `invoices/*.json` and
 //! `service-reports/*.{json,html}`, and `summary.txt`. Each capability of the hub extends this
-//! demo.
+//! demo:
+//! - the helpdesk is a simulated Zammad ([`zammad`]) on loopback: a signed webhook makes the hub
+//!   fetch a ticket and its time accountings (billed with the month), and the hub's write-back
+//!   (contingent notices, pick & pack and reminder tickets) lands there → `helpdesk/tickets.json`;
+//! - the warehouse posts two goods receipts (the hub's JSON with an HMAC signature, and the
+//!   openTRANS example `docs/examples/goods-receipt-opentrans.xml` for a registered purchase
+//!   order) → `assets.json`, one pick & pack ticket each, and a licence reminder.
+
+pub mod zammad;
 
 use crate::access::{create_token, Role};
 use crate::config::Config;
@@ -26,8 +34,84 @@ use tokio_util::sync::CancellationToken;
 
 const SOURCE: &str = "helpdesk-sample";
 
+/// The webhook secret shared with the simulated Zammad, and the warehouse's HMAC secret.
+const WEBHOOK_SECRET: &str = "demo-webhook-secret";
+const LAGER_SECRET: &str = "demo-lager-secret";
+/// The openTRANS dispatch notification the demo's warehouse posts.
+pub const OPENTRANS_RECEIPT: &str = include_str!("../../docs/examples/goods-receipt-opentrans.xml");
+
+/// What the simulated Zammad holds at the start: the organization of C-1001 and one ticket
+/// with three time accountings booked in Zammad (October 2026): 90 min 2nd level (type 2),
+/// 15 min without a type (1st level), and 10 min of a type the hub has no mapping for.
+pub fn zammad_data() -> zammad::Data {
+    let mut d = zammad::Data::default();
+    d.organizations.insert(
+        11,
+        serde_json::json!({"id": 11, "name": "Müller & Söhne Steuerberatung GmbH", "active": true,
+            "member_ids": [], "created_at": "2023-07-26T08:44:48.617Z", "updated_at": "2026-10-01T08:00:00.000Z"}),
+    );
+    d.tickets.insert(
+        501,
+        serde_json::json!({"id": 501, "number": "31501", "title": "Server-Update DATEV-Umgebung",
+            "group": "Service Desk", "state": "closed", "organization_id": 11, "organization": "Müller & Söhne Steuerberatung GmbH",
+            "customer_id": 7, "created_at": "2026-10-20T07:55:00.000Z", "updated_at": "2026-10-20T10:10:00.000Z",
+            "time_unit": "115.0"}),
+    );
+    for (id, unit, type_id, at) in [
+        (
+            9001,
+            "90.0",
+            serde_json::json!(2),
+            "2026-10-20T09:30:00.000Z",
+        ),
+        (
+            9002,
+            "15.0",
+            serde_json::Value::Null,
+            "2026-10-20T10:05:00.000Z",
+        ),
+        (
+            9003,
+            "10.0",
+            serde_json::json!(99),
+            "2026-10-20T10:10:00.000Z",
+        ),
+    ] {
+        d.accountings.insert(
+            id,
+            serde_json::json!({"id": id, "ticket_id": 501, "ticket_article_id": null, "time_unit": unit,
+                "type_id": type_id, "created_by_id": 3, "created_at": at, "updated_at": at}),
+        );
+    }
+    d
+}
+
+/// The hub-JSON goods receipt of the demo: a notebook with its warranty and a licence that
+/// expires in 30 days (so the reminder job has something to do today).
+pub fn json_receipt(today: chrono::NaiveDate) -> serde_json::Value {
+    serde_json::json!({
+        "event_type": "goods_receipt.completed",
+        "warehouse_id": "LAGER-HB",
+        "receipt": {
+            "receipt_id": "WE-2026-0815",
+            "received_on": today.to_string(),
+            "supplier": {"id": "10000735", "name": "IT-Distribution GmbH"},
+            "purchase_order_id": "PO-2026-0999",
+            "end_customer": {"customer_id": "C-1001"},
+            "lines": [
+                {"line_id": "1", "supplier_pid": "20X60009GE", "manufacturer": "Lenovo", "gtin": "0195908483106",
+                 "description": "Lenovo ThinkPad T14 Gen 3", "quantity": 1, "unit": "C62",
+                 "units": [{"serial_number": "PF3XK2M1", "warranty_end": (today + chrono::Duration::days(3 * 365)).to_string()}]},
+                {"line_id": "2", "supplier_pid": "MS-O365-BP-1Y", "description": "Microsoft 365 Business Premium (12 Monate)",
+                 "quantity": 1, "unit": "C62",
+                 "units": [{"licence_key": "M365-VERTRAG-4711", "licence_expiry": (today + chrono::Duration::days(30)).to_string()}]}
+            ]
+        }
+    })
+}
+
 /// The master data of the demo: the full example from `docs/master-data.md`.
-pub const MASTER_DATA: &str = include_str!("../docs/examples/master-data.toml");
+pub const MASTER_DATA: &str = include_str!("../../docs/examples/master-data.toml");
 
 struct SampleCustomer {
     id: &'static str,
@@ -267,6 +351,34 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
         formats: vec!["datev-extf".into()],
         dir: out.join("datev"),
     }];
+    // The helpdesk: a simulated Zammad on loopback.
+    let sim = zammad::SimulatedZammad::start(zammad_data()).await?;
+    let mut mapping = zammad_mapping::MappingSettings::default();
+    mapping.types.insert(
+        "2".into(),
+        zammad_mapping::TypeMapping {
+            level: "2nd".into(),
+            activity: "remote".into(),
+            billable: true,
+            reason: None,
+        },
+    );
+    cfg.zammad = Some(crate::config::ZammadSection {
+        base_url: sim.base_url.clone(),
+        token: secrecy::SecretString::from(zammad::TOKEN.to_string()),
+        group: "Service Desk".into(),
+        webhook_secret: Some(secrecy::SecretString::from(WEBHOOK_SECRET.to_string())),
+        source: "zammad".into(),
+        mapping,
+    });
+    // The warehouse posts with an HMAC signature; pick & pack tickets go to the stock room.
+    cfg.warehouse.sources.insert(
+        "lager".into(),
+        crate::config::WarehouseSource {
+            hmac_secret: Some(secrecy::SecretString::from(LAGER_SECRET.to_string())),
+        },
+    );
+    cfg.warehouse.ticket_customer = "lager@systemhaus-nord.example".into();
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -310,6 +422,95 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
         post(&base, &token, &events_json(&batch)).await?;
         settle(&db).await?;
     }
+
+    // Zammad: a signed webhook says ticket 501 changed; the hub fetches it and its accountings.
+    let hook = serde_json::to_vec(&serde_json::json!({
+        "ticket": {"id": 501, "title": "Server-Update DATEV-Umgebung"},
+        "article": {"accounted_time": 0}
+    }))?;
+    let signature = {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(WEBHOOK_SECRET.as_bytes())?;
+        mac.update(&hook);
+        format!("sha1={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let (status, body) = request(
+        &base,
+        "POST",
+        "/webhooks/zammad",
+        None,
+        &[
+            ("X-Hub-Signature", &signature),
+            ("X-Zammad-Delivery", "demo-delivery-1"),
+        ],
+        "application/json",
+        &hook,
+    )
+    .await?;
+    anyhow::ensure!(
+        status == 202,
+        "the Zammad webhook answered {status}: {body}"
+    );
+    settle(&db).await?;
+
+    // Warehouse: two goods receipts (hub JSON, signed; openTRANS for a registered order).
+    let lager = create_token(&db, "demo warehouse", &Role::Intake("lager".into()), "demo")
+        .await?
+        .token;
+    let (status, body) = request(
+        &base,
+        "PUT",
+        "/api/v1/purchase-orders/PO-2026-1017",
+        Some(&lager),
+        &[],
+        "application/json",
+        br#"{"customer_id": "C-1003"}"#,
+    )
+    .await?;
+    anyhow::ensure!(
+        status == 200,
+        "registering the purchase order answered {status}: {body}"
+    );
+    let today = Utc::now()
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .date_naive();
+    let receipts: [(&str, Vec<u8>); 2] = [
+        (
+            "application/json",
+            serde_json::to_vec(&json_receipt(today))?,
+        ),
+        ("application/xml", OPENTRANS_RECEIPT.as_bytes().to_vec()),
+    ];
+    let mut receipt_answers = Vec::new();
+    for (ct, doc) in &receipts {
+        let signature = {
+            use hmac::Mac;
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(LAGER_SECRET.as_bytes())?;
+            mac.update(doc);
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+        };
+        let (status, body) = request(
+            &base,
+            "POST",
+            "/api/v1/goods-receipts",
+            Some(&lager),
+            &[("X-Hub-Signature-256", &signature)],
+            ct,
+            doc,
+        )
+        .await?;
+        anyhow::ensure!(status == 201, "the goods receipt answered {status}: {body}");
+        receipt_answers.push(body);
+    }
+    settle(&db).await?;
+    // The daily reminder job, run for today: the licence expiring in 30 days is due.
+    let reminders = crate::warehouse::reminders::run_at(
+        &db,
+        &crate::config::WarehouseSection::default().reminder_days,
+        today,
+    )
+    .await?;
+    settle(&db).await?;
     // The monthly run: preview → approve → finalize (numbers, invoices, invoice.finalized).
     let period: canonical::work::Period = "2026-10".parse()?;
     let preview = crate::billing::run::preview(&db, period, None, "demo").await?;
@@ -362,6 +563,21 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
     std::fs::write(
         out.join("dead-letters.json"),
         serde_json::to_string_pretty(&dead)?,
+    )?;
+    let mut assets = Vec::new();
+    for c in CUSTOMERS {
+        assets.extend(crate::warehouse::assets::list(&db, c.id).await?);
+    }
+    std::fs::write(
+        out.join("assets.json"),
+        serde_json::to_string_pretty(&assets)?,
+    )?;
+    let helpdesk_dir = out.join("helpdesk");
+    std::fs::create_dir_all(&helpdesk_dir)?;
+    let helpdesk_tickets = sim.created_tickets();
+    std::fs::write(
+        helpdesk_dir.join("tickets.json"),
+        serde_json::to_string_pretty(&helpdesk_tickets)?,
     )?;
 
     let mut invoice_lines = Vec::new();
@@ -441,6 +657,40 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
             d.routing_key, d.consumer, d.reason
         );
     }
+    let _ = writeln!(
+        summary,
+        "Zammad (simulated at {}): webhook → fetch → {} time entries of ticket 501 stored",
+        sim.base_url,
+        stored
+            .iter()
+            .filter(|e| e["entry"]["source"] == "zammad")
+            .count()
+    );
+    let _ = writeln!(
+        summary,
+        "goods receipts:             {} posted, {} assets registered",
+        receipt_answers.len(),
+        assets.len()
+    );
+    for a in &receipt_answers {
+        let _ = writeln!(summary, "  {a}");
+    }
+    let _ = writeln!(summary, "asset reminders due today:  {reminders}");
+    let _ = writeln!(
+        summary,
+        "helpdesk tickets written back: {} (in {})",
+        helpdesk_tickets.len(),
+        helpdesk_dir.join("tickets.json").display()
+    );
+    for t in &helpdesk_tickets {
+        let _ = writeln!(
+            summary,
+            "  #{} {} ({} article(s))",
+            t["ticket"]["number"].as_str().unwrap_or(""),
+            t["ticket"]["title"].as_str().unwrap_or(""),
+            t["articles"].as_array().map(Vec::len).unwrap_or(0)
+        );
+    }
     let _ = writeln!(summary, "invoice run {} (October 2026), finalized:", run.id);
     for l in &invoice_lines {
         let _ = writeln!(summary, "{l}");
@@ -455,10 +705,7 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
     );
     let waiting = outbox::backlog(&db).await?;
     if waiting > 0 {
-        let _ = writeln!(
-            summary,
-            "outbox: {waiting} contingent.threshold_crossed events wait for the helpdesk write-back (not built yet)"
-        );
+        let _ = writeln!(summary, "outbox: {waiting} events not yet published");
     }
     let _ = writeln!(summary, "results in {}", out.display());
     std::fs::write(out.join("summary.txt"), &summary)?;
@@ -490,6 +737,47 @@ async fn post(base: &str, token: &str, body: &serde_json::Value) -> anyhow::Resu
         );
     }
     Ok(())
+}
+
+/// One HTTP/1.1 request over TCP (the demo's tiny client); returns status and body.
+async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    content_type: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 /// Waits until the outbox is published and every queue is drained.
