@@ -62,9 +62,9 @@ pub enum Command {
     /// Finalized invoices: show, credit note.
     #[command(subcommand)]
     Invoice(InvoiceCommand),
-    /// Export finalized invoices for accounting.
-    #[command(subcommand)]
-    Export(ExportCommand),
+    /// Export finalized invoices: datev-extf, datev-xml, sap-invoic02, sap-acc-document,
+    /// xrechnung-ubl, xrechnung-cii, zugferd.
+    Export(ExportArgs),
     /// List the review list: records kept but not processable on their own.
     Review {
         /// Include resolved items.
@@ -146,19 +146,21 @@ pub enum InvoiceCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum ExportCommand {
-    /// DATEV EXTF: Buchungsstapel and Debitoren of a finalized run (or one invoice), using the
-    /// `[datev]` settings. Files are written atomically (temp file + rename).
-    #[command(name = "datev-extf")]
-    DatevExtf {
-        #[arg(long, conflicts_with = "invoice", required_unless_present = "invoice")]
-        run: Option<String>,
-        #[arg(long)]
-        invoice: Option<String>,
-        #[arg(long)]
-        out: PathBuf,
-    },
+/// `drehkreuz export FORMAT --run RUN|--invoice NUMBER --out DIR`: manual (re-)export of
+/// finalized invoices, written atomically (temp file + rename) with a `MANIFEST.sha256`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// datev-extf, datev-xml, sap-invoic02, sap-acc-document, xrechnung-ubl, xrechnung-cii or zugferd.
+    pub format: String,
+    #[arg(long, conflicts_with = "invoice", required_unless_present = "invoice")]
+    pub run: Option<String>,
+    #[arg(long)]
+    pub invoice: Option<String>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// ZUGFeRD profile: en16931 (default) or xrechnung.
+    #[arg(long, default_value = "en16931")]
+    pub zugferd_profile: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,23 +291,48 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::InvoiceRun(cmd) => invoice_run(cmd, cfg).await,
-        Command::Export(ExportCommand::DatevExtf { run, invoice, out }) => {
+        Command::Export(args) => {
+            let format: crate::export::ExportFormat =
+                args.format.parse().map_err(anyhow::Error::msg)?;
             let db = Db::open(&cfg.database_url(), 2).await?;
-            let settings = crate::export::datev_settings(&cfg)?;
-            let invoices = match (run, invoice) {
-                (Some(r), _) => crate::export::run_invoices(&db, &r).await?,
-                (None, Some(n)) => vec![crate::billing::run::invoice(&db, &n)
+            let invoices = match (&args.run, &args.invoice) {
+                (Some(r), _) => crate::export::run_invoices(&db, r).await?,
+                (None, Some(n)) => vec![crate::billing::run::invoice(&db, n)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("no invoice {n}"))?],
                 (None, None) => anyhow::bail!("give --run RUN or --invoice NUMBER"),
             };
-            let files = crate::export::write_datev_extf(
-                &settings,
-                &invoices,
-                &out,
-                chrono::Utc::now().naive_utc(),
-            )?;
-            for f in files {
+            let files = if format == crate::export::ExportFormat::DatevExtf {
+                let settings = crate::export::datev_settings(&cfg)?;
+                crate::export::datev_extf_files(
+                    &settings,
+                    &invoices,
+                    crate::export::sink::deterministic_time(&invoices),
+                )?
+            } else {
+                let settings =
+                    crate::export::ExportSettings::from_config(&cfg, &args.zugferd_profile);
+                let mut files = Vec::new();
+                let mut refused = Vec::new();
+                for inv in &invoices {
+                    match crate::export::render(format, inv, &settings) {
+                        Ok(f) => files.push(f),
+                        Err(e) => refused.push(e.to_string()),
+                    }
+                }
+                if !refused.is_empty() {
+                    for f in crate::export::write_files(&args.out, &files)? {
+                        println!("wrote {}", f.display());
+                    }
+                    anyhow::bail!(
+                        "{} invoice(s) not exported:\n  {}",
+                        refused.len(),
+                        refused.join("\n  ")
+                    );
+                }
+                files
+            };
+            for f in crate::export::write_files(&args.out, &files)? {
                 println!("wrote {}", f.display());
             }
             Ok(())

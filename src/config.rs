@@ -32,6 +32,8 @@ pub struct Config {
     pub zammad: Option<ZammadSection>,
     /// Goods receipts and the asset registry (`[warehouse]`).
     pub warehouse: WarehouseSection,
+    /// SAP IDoc control record and FI settings (`[sap]`), needed for the SAP exports.
+    pub sap: Option<sap::SapSettings>,
 }
 
 /// Goods-receipt intake and the asset registry (`[warehouse]`).
@@ -110,16 +112,32 @@ fn default_group() -> String {
     "Service Desk".into()
 }
 
-/// A delivery target for finalized invoices: a directory drop with atomic writes.
+/// A delivery target for finalized invoices: a directory drop with atomic writes, or an HTTP
+/// endpoint the files are POSTed to.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportTarget {
     /// Name (also the consumer's queue: `export-<name>`).
     pub name: String,
-    /// Formats to write: `datev-extf`.
+    /// Formats to write: `datev-extf`, `datev-xml`, `sap-invoic02`, `sap-acc-document`,
+    /// `xrechnung-ubl`, `xrechnung-cii`, `zugferd`.
     pub formats: Vec<String>,
-    /// Directory the files are dropped into.
-    pub dir: PathBuf,
+    /// Directory the files are dropped into (this or `url`).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// HTTP endpoint each file is POSTed to (this or `dir`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Bearer token for `url` (a secret: never printed).
+    #[serde(default, skip_serializing)]
+    pub token: Option<SecretString>,
+    /// ZUGFeRD profile: `en16931` (default) or `xrechnung`.
+    #[serde(default = "en16931")]
+    pub zugferd_profile: String,
+}
+
+fn en16931() -> String {
+    "en16931".into()
 }
 
 /// What the tax advisor gives for DATEV exports.
@@ -336,6 +354,7 @@ impl Default for Config {
             export: Vec::new(),
             zammad: None,
             warehouse: WarehouseSection::default(),
+            sap: None,
         }
     }
 }
@@ -474,15 +493,38 @@ impl Config {
                 )));
             }
             for f in &t.formats {
-                if f != "datev-extf" {
+                let format: crate::export::ExportFormat = f.parse().map_err(|e: String| {
+                    ConfigError::Invalid(format!("`export[{i}].formats`: {e}"))
+                })?;
+                use crate::export::ExportFormat as F;
+                if matches!(format, F::DatevExtf | F::DatevXml) && self.datev.is_none() {
                     return Err(ConfigError::Invalid(format!(
-                        "`export[{i}].formats`: unknown format {f:?} (available: datev-extf)"
+                        "`export[{i}]`: {f} needs the `[datev]` section"
+                    )));
+                }
+                if matches!(format, F::SapInvoic02 | F::SapAccDocument) && self.sap.is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "`export[{i}]`: {f} needs the `[sap]` section"
                     )));
                 }
             }
-            if t.formats.iter().any(|f| f == "datev-extf") && self.datev.is_none() {
+            match (&t.dir, &t.url) {
+                (Some(_), None) => {}
+                (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => {}
+                (None, Some(_)) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "`export[{i}].url`: expected an http:// or https:// URL"
+                    )))
+                }
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "`export[{i}]`: give exactly one of `dir` or `url`"
+                    )))
+                }
+            }
+            if !matches!(t.zugferd_profile.as_str(), "en16931" | "xrechnung") {
                 return Err(ConfigError::Invalid(format!(
-                    "`export[{i}]`: datev-extf needs the `[datev]` section"
+                    "`export[{i}].zugferd_profile`: en16931 or xrechnung"
                 )));
             }
         }
@@ -577,6 +619,7 @@ impl Config {
             "schedule": self.schedule,
             "datev": self.datev,
             "export": self.export,
+            "sap": self.sap,
             "zammad": self.zammad.as_ref().map(|z| serde_json::json!({
                 "base_url": z.base_url, "token": "***", "group": z.group, "source": z.source,
                 "webhook_secret": z.webhook_secret.as_ref().map(|_| "***"), "mapping": z.mapping,
@@ -621,6 +664,9 @@ fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
                 .map(|(k, v)| (k, strip_nulls(v)))
                 .collect(),
         ),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(strip_nulls).collect())
+        }
         other => other,
     }
 }

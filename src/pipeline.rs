@@ -34,15 +34,10 @@ pub fn consumers(cfg: &crate::config::Config, db: &Db) -> Vec<Consumer> {
         }),
     ));
     // Export: each configured target consumes `invoice.finalized`.
-    let datev = crate::export::datev_settings(cfg).ok();
     for t in &cfg.export {
         list.push(Consumer::new(
             ConsumerSpec::new(&format!("export-{}", t.name), &["invoice.finalized"]),
-            Arc::new(crate::export::ExportSink {
-                db: db.clone(),
-                target: t.clone(),
-                datev: datev.clone(),
-            }),
+            Arc::new(crate::export::ExportSink::new(t, cfg)),
         ));
     }
     // Helpdesk (Zammad): webhook signals → fetch and map; contingent notices written back.

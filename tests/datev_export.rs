@@ -243,13 +243,12 @@ async fn export_sink_is_idempotent_and_byte_stable() {
     let target = drehkreuz::config::ExportTarget {
         name: "acc".into(),
         formats: vec!["datev-extf".into()],
-        dir: dir.path().to_path_buf(),
+        dir: Some(dir.path().to_path_buf()),
+        url: None,
+        token: None,
+        zugferd_profile: "en16931".into(),
     };
-    let sink = drehkreuz::export::ExportSink {
-        db: db.clone(),
-        target,
-        datev: drehkreuz::export::datev_settings(&cfg).ok(),
-    };
+    let sink = drehkreuz::export::ExportSink::new(&target, &cfg);
     let event = |inv: &canonical::invoice::Invoice, v: &str| {
         canonical::Envelope::new(
             "/drehkreuz/billing",

@@ -346,11 +346,48 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
         account_length: 4,
         chart: datev::Chart::Skr03,
     });
-    cfg.export = vec![crate::config::ExportTarget {
-        name: "accounting".into(),
-        formats: vec!["datev-extf".into()],
-        dir: out.join("datev"),
-    }];
+    // Every export format: DATEV (EXTF and XML), SAP IDocs, e-invoices.
+    cfg.sap = Some(sap::SapSettings {
+        client: Some("100".into()),
+        sender_port: "DREHKREUZ".into(),
+        sender_partner_type: "LS".into(),
+        sender_partner: "DREHKREUZ".into(),
+        receiver_port: "SAPP01".into(),
+        receiver_partner_type: "LS".into(),
+        receiver_partner: "P01CLNT100".into(),
+        own_partner_number: Some("0000700001".into()),
+        payment_terms_key: Some("ZB14".into()),
+        company_code: "1000".into(),
+        document_type: "DR".into(),
+        username: "DREHKREUZ".into(),
+        revenue_accounts: [
+            ("19".to_string(), "8400".to_string()),
+            ("7".into(), "8300".into()),
+        ]
+        .into(),
+        tax_codes: [
+            ("19".to_string(), "A1".to_string()),
+            ("7".into(), "A2".into()),
+        ]
+        .into(),
+    });
+    let target = |name: &str, formats: &[&str], dir: &str| crate::config::ExportTarget {
+        name: name.into(),
+        formats: formats.iter().map(|f| f.to_string()).collect(),
+        dir: Some(out.join(dir)),
+        url: None,
+        token: None,
+        zugferd_profile: "en16931".into(),
+    };
+    cfg.export = vec![
+        target("accounting", &["datev-extf", "datev-xml"], "datev"),
+        target("sap", &["sap-invoic02", "sap-acc-document"], "sap"),
+        target(
+            "einvoice",
+            &["xrechnung-ubl", "xrechnung-cii", "zugferd"],
+            "e-invoices",
+        ),
+    ];
     // The helpdesk: a simulated Zammad on loopback.
     let sim = zammad::SimulatedZammad::start(zammad_data()).await?;
     let mut mapping = zammad_mapping::MappingSettings::default();
@@ -695,14 +732,28 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
     for l in &invoice_lines {
         let _ = writeln!(summary, "{l}");
     }
-    let datev_files = std::fs::read_dir(out.join("datev"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let _ = writeln!(
-        summary,
-        "DATEV EXTF export (consumer of invoice.finalized): {datev_files} files in {}",
-        out.join("datev").display()
-    );
+    for (dir, what) in [
+        ("datev", "DATEV EXTF + XML"),
+        ("sap", "SAP IDoc INVOIC02 + ACC_DOCUMENT03"),
+        ("e-invoices", "XRechnung UBL + CII, ZUGFeRD"),
+    ] {
+        let n = std::fs::read_dir(out.join(dir))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+            .unwrap_or(0);
+        let _ = writeln!(
+            summary,
+            "export {what} (consumers of invoice.finalized): {n} files in {}",
+            out.join(dir).display()
+        );
+    }
+    let reloaded = crate::billing::run::load(&db, &run.id).await?;
+    for p in &reloaded.export_problems {
+        let _ = writeln!(summary, "  refused: {p}");
+    }
     let waiting = outbox::backlog(&db).await?;
     if waiting > 0 {
         let _ = writeln!(summary, "outbox: {waiting} events not yet published");

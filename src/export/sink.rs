@@ -1,0 +1,165 @@
+//! The consumer that delivers finalized invoices to one export target (`export-<name>`).
+//!
+//! For every format of the target: an invoice already in the export ledger for (target,
+//! format) is skipped (a redelivered event exports nothing twice); otherwise the files are
+//! rendered and delivered, and the ledger row (file, SHA-256) and an audit record are written
+//! in the handler's transaction. `datev-extf` rewrites the month's Buchungsstapel from every
+//! invoice recorded for that month — deterministically (sorted by number; the header's creation
+//! time is the newest invoice's issue day), so a re-export is byte-identical. An invoice that
+//! fails the e-invoice checks is not exported at all: the event goes to the dead letters with
+//! the rule ids, and the invoice run lists it under `export_problems`.
+
+use super::delivery::{Delivery, DeliveryError};
+use super::{render, ExportError, ExportFile, ExportFormat, ExportSettings};
+use crate::bus::{Handler, HandlerError};
+use crate::store::Tx;
+use canonical::invoice::Invoice;
+use sha2::{Digest, Sha256};
+
+/// The `export-<name>` handler.
+pub struct ExportSink {
+    pub target: crate::config::ExportTarget,
+    pub settings: ExportSettings,
+    pub delivery: Delivery,
+}
+
+impl ExportSink {
+    pub fn new(target: &crate::config::ExportTarget, cfg: &crate::config::Config) -> Self {
+        Self {
+            settings: ExportSettings::from_config(cfg, &target.zugferd_profile),
+            delivery: Delivery::of(target),
+            target: target.clone(),
+        }
+    }
+
+    /// The month's EXTF files from every invoice of that month recorded for this target.
+    async fn extf_month(
+        &self,
+        inv: &Invoice,
+        month: &str,
+        tx: &mut Tx<'_>,
+    ) -> Result<Vec<ExportFile>, HandlerError> {
+        let Some(settings) = &self.settings.datev else {
+            return Err(HandlerError::Permanent(
+                "datev-extf export without [datev] settings".into(),
+            ));
+        };
+        let mut numbers: Vec<String> = sqlx::query_scalar(
+            "SELECT invoice_number FROM export_ledger WHERE target = $1 AND format = $2 AND period = $3",
+        )
+        .bind(&self.target.name)
+        .bind(ExportFormat::DatevExtf.name())
+        .bind(month)
+        .fetch_all(&mut **tx)
+        .await?;
+        numbers.push(inv.number.clone());
+        numbers.sort();
+        let mut invoices = Vec::with_capacity(numbers.len());
+        for n in &numbers {
+            if *n == inv.number {
+                invoices.push(inv.clone());
+                continue;
+            }
+            let doc: Option<String> =
+                sqlx::query_scalar("SELECT document FROM invoices WHERE number = $1")
+                    .bind(n)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            if let Some(d) = doc {
+                invoices.push(
+                    serde_json::from_str(&d)
+                        .map_err(|e| HandlerError::Permanent(format!("invoice {n}: {e}")))?,
+                );
+            }
+        }
+        super::datev_extf_files(settings, &invoices, deterministic_time(&invoices))
+            .map_err(|e| HandlerError::Permanent(format!("invoice {}: {e:#}", inv.number)))
+    }
+}
+
+#[async_trait::async_trait]
+impl Handler for ExportSink {
+    async fn handle(&self, ev: &canonical::Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        use chrono::Datelike;
+        let inv: Invoice = ev
+            .decode()
+            .map_err(|e| HandlerError::Permanent(format!("invoice.finalized {}: {e}", ev.id)))?;
+        let month = format!("{:04}-{:02}", inv.issue_date.year(), inv.issue_date.month());
+        // Render every pending format first (no side effects), so an invoice that fails one
+        // format's checks is exported in none of this target's formats.
+        let mut pending: Vec<(ExportFormat, Vec<ExportFile>)> = Vec::new();
+        for name in &self.target.formats {
+            let format: ExportFormat = name.parse().map_err(HandlerError::Permanent)?;
+            let known: Option<String> = sqlx::query_scalar(
+                "SELECT file FROM export_ledger WHERE target = $1 AND format = $2 AND invoice_number = $3",
+            )
+            .bind(&self.target.name)
+            .bind(format.name())
+            .bind(&inv.number)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if known.is_some() {
+                continue;
+            }
+            let files = match format {
+                ExportFormat::DatevExtf => self.extf_month(&inv, &month, tx).await?,
+                _ => vec![render(format, &inv, &self.settings).map_err(|e| match e {
+                    ExportError::Rules { .. }
+                    | ExportError::Settings(_)
+                    | ExportError::Writer { .. } => HandlerError::Permanent(e.to_string()),
+                })?],
+            };
+            pending.push((format, files));
+        }
+        for (format, files) in pending {
+            let places = self
+                .delivery
+                .deliver(&self.target.name, format.name(), &inv.number, &files)
+                .await
+                .map_err(|e| match e {
+                    DeliveryError::Transient(m) => HandlerError::Transient(m),
+                    DeliveryError::Permanent(m) => HandlerError::Permanent(m),
+                })?;
+            let first = files.first();
+            let sha = first
+                .map(|f| hex::encode(Sha256::digest(&f.bytes)))
+                .unwrap_or_default();
+            let file = places.first().cloned().unwrap_or_default();
+            sqlx::query(
+                "INSERT INTO export_ledger (target, format, invoice_number, period, file, sha256, exported_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&self.target.name)
+            .bind(format.name())
+            .bind(&inv.number)
+            .bind(&month)
+            .bind(&file)
+            .bind(&sha)
+            .bind(crate::store::now_ms())
+            .execute(&mut **tx)
+            .await?;
+            crate::store::audit::record(
+                tx,
+                &crate::store::audit::AuditRecord {
+                    actor: &format!("consumer:export-{}", self.target.name),
+                    action: &format!("export.{}", format.name().replace('-', "_")),
+                    object: &format!("invoice:{}", inv.number),
+                    before: None,
+                    after: Some(serde_json::json!({ "files": places, "sha256": sha, "target": self.target.name })),
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The file header's creation time derived from the invoices (latest issue day, midday).
+pub(crate) fn deterministic_time(invoices: &[Invoice]) -> chrono::NaiveDateTime {
+    invoices
+        .iter()
+        .map(|i| i.issue_date)
+        .max()
+        .and_then(|d| d.and_hms_opt(12, 0, 0))
+        .unwrap_or_default()
+}

