@@ -448,7 +448,39 @@ fn demo_runs_on_embedded_defaults_and_writes_results() {
         &std::fs::read_to_string(dir.path().join("dead-letters.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(dead.as_array().unwrap().len(), 1);
+    // The entry without a reason for being free, and the e-invoices of C-1004 (no invoice
+    // e-mail: PEPPOL-EN16931-R010) refused by the two targets that write e-invoices.
+    let consumers: Vec<&str> = dead
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["consumer"].as_str().unwrap())
+        .collect();
+    assert_eq!(consumers.len(), 3, "{dead}");
+    for c in ["work-intake", "export-accounting", "export-einvoice"] {
+        assert!(consumers.contains(&c), "{c} in {consumers:?}");
+    }
+    assert!(
+        stdout.contains("refused: export-einvoice: invoice RE-2026-00004"),
+        "{stdout}"
+    );
+    // Every format was written for the others.
+    let count = |d: &str, suffix: &str| {
+        std::fs::read_dir(dir.path().join(d))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(suffix)
+            })
+            .count()
+    };
+    assert_eq!(count("e-invoices", ".xml"), 3 * 3);
+    assert_eq!(count("sap", ".xml"), 4 * 2);
+    assert_eq!(count("datev", ".zip"), 3);
+    assert_eq!(count("datev", ".csv"), 2);
     // Every contract kind of the sample produced its documents: invoices, and a report per target.
     let invoices = std::fs::read_dir(dir.path().join("invoices"))
         .unwrap()
