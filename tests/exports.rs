@@ -49,8 +49,8 @@ fn run_checker(args: &[&std::ffi::OsStr], env: &[(&str, PathBuf)]) -> (bool, Str
     )
 }
 
-/// October 2026 for four customers (C-1004 has no invoice e-mail), finalized, plus a credit
-/// note for the first invoice.
+/// October 2026 for four customers (C-1004 has no invoice e-mail), one entry written off,
+/// finalized, plus a credit note for the first invoice.
 async fn finalized_month(db: &Db) -> (String, Vec<Invoice>) {
     let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
         "../docs/examples/master-data.toml"

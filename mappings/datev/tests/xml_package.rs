@@ -92,3 +92,46 @@ fn packages_pass_the_datev_xml_oracle() {
     assert!(ledger.contains("<amount>-"), "{ledger}");
     assert!(ledger.contains("<accountNo>8300</accountNo>") && ledger.contains("<tax>7.00</tax>"));
 }
+
+/// Golden files of both DATEV formats (EXTF decoded from Windows-1252 for readability).
+#[test]
+fn golden_files() {
+    let invs = [fixtures::invoice(), fixtures::credit_note()];
+    let created = chrono::NaiveDate::from_ymd_opt(2026, 11, 2)
+        .unwrap()
+        .and_hms_opt(12, 0, 0)
+        .unwrap();
+    let stapel = datev::buchungsstapel(
+        &settings(),
+        &invs,
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
+        created,
+    )
+    .unwrap();
+    insta::assert_snapshot!(
+        "extf_buchungsstapel",
+        encoding_rs::WINDOWS_1252.decode(&stapel).0
+    );
+    let deb = datev::debitoren(&settings(), &[invs[0].buyer.clone()], created).unwrap();
+    insta::assert_snapshot!("extf_debitoren", encoding_rs::WINDOWS_1252.decode(&deb).0);
+    insta::assert_snapshot!(
+        "xml_ledger_invoice",
+        datev::xml::ledger(&settings(), &invs[0]).unwrap()
+    );
+    insta::assert_snapshot!(
+        "xml_ledger_credit_note",
+        datev::xml::ledger(&settings(), &invs[1]).unwrap()
+    );
+    insta::assert_snapshot!(
+        "xml_document",
+        datev::xml::document(
+            &[(
+                "RE-2026-00042.xml".into(),
+                "2026-11".into(),
+                vec!["RE-2026-00042_xrechnung.xml".into()]
+            )],
+            created
+        )
+    );
+}
