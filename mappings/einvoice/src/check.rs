@@ -206,7 +206,7 @@ pub fn check_document(d: &Document) -> Vec<Violation> {
         );
     }
     if let Some(id) = &d.seller.vat_id {
-        if id.len() < 3 || !id[..2].chars().all(|c| c.is_ascii_uppercase()) {
+        if id.chars().count() < 3 || !id.chars().take(2).all(|c| c.is_ascii_uppercase()) {
             fail(
                 "BR-CO-09",
                 "BT-31",

@@ -149,6 +149,13 @@ fn hub_checks_name_the_rules() {
         write(&inv, Format::XrechnungCii).unwrap_err().rule_ids(),
         ["BR-06"]
     );
+    // A VAT id without a country prefix (and not ASCII).
+    let mut inv = fixtures::invoice();
+    inv.seller.as_mut().unwrap().vat_id = "Ü123456789".into();
+    assert!(write(&inv, Format::XrechnungUbl)
+        .unwrap_err()
+        .rule_ids()
+        .contains(&"BR-CO-09"));
     // A bad IBAN.
     let mut inv = fixtures::invoice();
     inv.seller.as_mut().unwrap().iban = "DE02120300000000202052".into();

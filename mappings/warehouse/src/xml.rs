@@ -70,7 +70,7 @@ fn declared_encoding(bytes: &[u8]) -> Option<String> {
         .trim_start()
         .strip_prefix('=')?
         .trim_start();
-    let quote = rest.chars().next()?;
+    let quote = rest.chars().next().filter(|q| *q == '"' || *q == '\'')?;
     let rest = &rest[1..];
     let close = rest.find(quote)?;
     Some(rest[..close].to_string())
@@ -327,6 +327,18 @@ mod tests {
         assert_eq!(parse(doc).unwrap().value().unwrap(), "Müller");
         let bad = b"<?xml version=\"1.0\"?><a>M\xFCller</a>";
         assert!(parse(bad).is_err());
+    }
+
+    #[test]
+    fn odd_declarations_do_not_panic() {
+        for doc in [
+            "<?xml version=\"1.0\" encoding=ü?><a/>".as_bytes(),
+            b"<?xml encoding=\"\"?><a/>",
+            b"<?xml encoding=\"x",
+            b"<?xml",
+        ] {
+            let _ = parse(doc);
+        }
     }
 
     #[test]
