@@ -56,6 +56,14 @@ fn describe() {
     );
     metrics::describe_gauge!("drehkreuz_outbox_backlog", "Outbox rows not yet published.");
     metrics::describe_counter!(
+        "drehkreuz_exports_total",
+        "Invoices exported, by target and format."
+    );
+    metrics::describe_counter!(
+        "drehkreuz_goods_receipts_total",
+        "Goods receipts stored, by format and status (accepted | review)."
+    );
+    metrics::describe_counter!(
         "drehkreuz_bus_reconnects_total",
         "Broker connections rebuilt after a loss."
     );
@@ -80,5 +88,11 @@ pub fn outbox_backlog(rows: i64) {
 }
 pub fn reconnected(connection: &str) {
     metrics::counter!("drehkreuz_bus_reconnects_total", "connection" => connection.to_string())
+        .increment(1);
+}
+
+/// One invoice exported to a target in a format.
+pub fn exported(target: &str, format: &str) {
+    metrics::counter!("drehkreuz_exports_total", "target" => target.to_string(), "format" => format.to_string())
         .increment(1);
 }

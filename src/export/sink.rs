@@ -149,6 +149,7 @@ impl Handler for ExportSink {
                 },
             )
             .await?;
+            crate::telemetry::exported(&self.target.name, format.name());
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! Implemented: document basics (BR-02…BR-07, BR-CL-04), addresses (BR-08…BR-11, BR-DE-3/4/8/9),
 //! seller contact (BR-DE-2/5/6/7, BR-DE-27/28 as errors), electronic addresses
 //! (PEPPOL-EN16931-R010/R020), seller tax identifiers (BR-DE-16, BR-CO-09), buyer reference
-//! (BR-DE-15), payment (BR-DE-1, BR-DE-23-a, BR-DE-19 IBAN checksum), payment terms or due
+//! (BR-DE-15), reverse charge VAT ids (BR-AE-02), payment (BR-DE-1, BR-DE-23-a, BR-DE-19 IBAN checksum), payment terms or due
 //! date (BR-CO-25), lines (BR-16, BR-21…BR-27), VAT categories and rates (BR-S-05, BR-Z-05,
 //! BR-E-05, BR-AE-05, BR-E-10), sums and VAT per EN 16931 (BR-CO-10, -13, -14, -15, -16,
 //! BR-CO-17, BR-S-08, BR-45…BR-48), at most two decimals on amounts (BR-DEC-*), and the
@@ -204,6 +204,22 @@ pub fn check_document(d: &Document) -> Vec<Violation> {
             "BT-31",
             "the seller has neither a VAT id nor a tax number".into(),
         );
+    }
+    if d.vat.iter().any(|x| x.category == "AE") {
+        if d.seller.vat_id.is_none() {
+            fail(
+                "BR-AE-02",
+                "BT-31",
+                "reverse charge (AE) needs the seller's VAT id".into(),
+            );
+        }
+        if d.buyer.vat_id.is_none() {
+            fail(
+                "BR-AE-02",
+                "BT-48",
+                "reverse charge (AE) needs the buyer's VAT id".into(),
+            );
+        }
     }
     if let Some(id) = &d.seller.vat_id {
         if id.chars().count() < 3 || !id.chars().take(2).all(|c| c.is_ascii_uppercase()) {

@@ -43,6 +43,7 @@ fn every_format_passes_xsd_and_en16931_rules() {
         ("invoice", fixtures::invoice()),
         ("public", fixtures::public_invoice()),
         ("credit-note", fixtures::credit_note()),
+        ("reverse-charge", fixtures::reverse_charge_invoice()),
     ] {
         for (format, fname) in FORMATS {
             let xml = write(&inv, format).unwrap_or_else(|e| panic!("{name} {fname}: {e}"));
@@ -156,6 +157,13 @@ fn hub_checks_name_the_rules() {
         .unwrap_err()
         .rule_ids()
         .contains(&"BR-CO-09"));
+    // Reverse charge needs the buyer's VAT id (BR-AE-02).
+    let mut inv = fixtures::reverse_charge_invoice();
+    inv.buyer.vat_id = None;
+    assert!(write(&inv, Format::ZugferdEn16931)
+        .unwrap_err()
+        .rule_ids()
+        .contains(&"BR-AE-02"));
     // A bad IBAN.
     let mut inv = fixtures::invoice();
     inv.seller.as_mut().unwrap().iban = "DE02120300000000202052".into();
