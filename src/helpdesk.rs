@@ -85,29 +85,20 @@ impl Handler for HelpdeskNotify {
             &self.client,
             tx,
             &hub_ref,
-            zammad::NewTicket {
-                title: format!(
+            zammad::NewTicket::with_note(
+                format!(
                     "Kontingent {} – {} ({})",
                     n.contract_id, n.customer_name, n.period
                 ),
-                group: self.group.clone(),
-                customer_id: format!("guess:{}", first.email),
-                state: "open".into(),
-                tags: format!("{hub_ref},kontingent"),
-                article: zammad::NewArticle {
-                    ticket_id: None,
-                    subject: "Kontingentüberwachung".into(),
-                    body: format!(
-                        "Überwachung des Kontingents {} für {}.",
-                        n.contract_id, n.period
-                    ),
-                    content_type: "text/plain".into(),
-                    kind: "note".into(),
-                    internal: true,
-                    to: None,
-                    sender: None,
-                },
-            },
+                &self.group,
+                &first.email,
+                format!("{hub_ref},kontingent"),
+                "Kontingentüberwachung".into(),
+                format!(
+                    "Überwachung des Kontingents {} für {}.",
+                    n.contract_id, n.period
+                ),
+            ),
         )
         .await?
         .0;
@@ -259,13 +250,7 @@ pub struct ZammadReconcile {
 impl crate::schedule::Job for ZammadReconcile {
     async fn run(&self, due: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
         let cursor_name = format!("{}:time_accountings.updated_at", self.source);
-        let cursor: i64 =
-            sqlx::query_scalar::<_, String>("SELECT value FROM sync_cursors WHERE name = $1")
-                .bind(&cursor_name)
-                .fetch_optional(&self.db.pool)
-                .await?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+        let cursor = read_cursor(&self.db, &cursor_name).await?;
         let since = cursor - 5 * 60 * 1000;
         let mut newest = cursor;
         let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -352,19 +337,37 @@ impl crate::schedule::Job for ZammadReconcile {
             )?);
         }
         crate::store::outbox::enqueue_many(&mut tx, &deletions).await?;
-        sqlx::query(
-            "INSERT INTO sync_cursors (name, value, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        )
-        .bind(&cursor_name)
-        .bind(newest.to_string())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        write_cursor(&mut tx, &cursor_name, newest).await?;
         tx.commit().await?;
         tracing::info!(source = %self.source, deletions = deletions.len(), tickets, cursor = newest, "Zammad reconciliation done.");
         Ok(())
     }
+}
+
+/// A persisted reconciliation cursor (ms since the epoch; 0 when none yet).
+async fn read_cursor(db: &crate::store::Db, name: &str) -> Result<i64, sqlx::Error> {
+    Ok(
+        sqlx::query_scalar::<_, String>("SELECT value FROM sync_cursors WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&db.pool)
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// Stores a reconciliation cursor in the caller's transaction.
+async fn write_cursor(tx: &mut Tx<'_>, name: &str, value: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sync_cursors (name, value, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )
+    .bind(name)
+    .bind(value.to_string())
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 impl ZammadReconcile {
@@ -374,13 +377,7 @@ impl ZammadReconcile {
     /// published; unmappable tickets go on the review list.
     async fn reconcile_tickets(&self) -> anyhow::Result<usize> {
         let cursor_name = format!("{}:tickets.updated_at", self.source);
-        let cursor: i64 =
-            sqlx::query_scalar::<_, String>("SELECT value FROM sync_cursors WHERE name = $1")
-                .bind(&cursor_name)
-                .fetch_optional(&self.db.pool)
-                .await?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+        let cursor = read_cursor(&self.db, &cursor_name).await?;
         let since = crate::store::from_ms((cursor - 5 * 60 * 1000).max(0));
         let mut newest = cursor;
         let mut published = 0;
@@ -425,15 +422,7 @@ impl ZammadReconcile {
             page += 1;
         }
         let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "INSERT INTO sync_cursors (name, value, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        )
-        .bind(&cursor_name)
-        .bind(newest.to_string())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        write_cursor(&mut tx, &cursor_name, newest).await?;
         tx.commit().await?;
         Ok(published)
     }

@@ -68,10 +68,7 @@ async fn resolve(
     r: &GoodsReceipt,
 ) -> Result<Result<String, String>, ReceiveError> {
     if let Some(id) = &r.customer_id {
-        let found: Option<String> = sqlx::query_scalar("SELECT id FROM customers WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
+        let found = crate::store::work::resolve_customer(tx, Some(id), None).await?;
         return match found {
             Some(c) => Ok(Ok(c)),
             None => Err(ReceiveError::Invalid {
@@ -105,10 +102,7 @@ async fn resolve(
         }
     }
     for p in &r.customer_party_ids {
-        let found: Option<String> = sqlx::query_scalar("SELECT id FROM customers WHERE id = $1")
-            .bind(p)
-            .fetch_optional(&mut **tx)
-            .await?;
+        let found = crate::store::work::resolve_customer(tx, Some(p), None).await?;
         if let Some(c) = found {
             return Ok(Ok(c));
         }
@@ -314,10 +308,7 @@ pub async fn assign(
             "receipt {id:?} already belongs to customer {c:?}"
         )));
     }
-    let known: Option<String> = sqlx::query_scalar("SELECT id FROM customers WHERE id = $1")
-        .bind(customer_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let known = crate::store::work::resolve_customer(&mut tx, Some(customer_id), None).await?;
     if known.is_none() {
         return Err(ReceiveError::Invalid {
             field: "/customer_id".into(),
@@ -368,10 +359,7 @@ pub async fn register_order(
     actor: &str,
 ) -> Result<(), ReceiveError> {
     let mut tx = db.begin_write().await?;
-    let known: Option<String> = sqlx::query_scalar("SELECT id FROM customers WHERE id = $1")
-        .bind(customer_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let known = crate::store::work::resolve_customer(&mut tx, Some(customer_id), None).await?;
     if known.is_none() {
         return Err(ReceiveError::Invalid {
             field: "/customer_id".into(),

@@ -10,7 +10,7 @@
 
 use crate::store::{now_ms, outbox, Db};
 use async_trait::async_trait;
-use canonical::customer::{Contact, Customer};
+use canonical::customer::Contact;
 use canonical::goods::Asset;
 use canonical::Envelope;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -115,12 +115,7 @@ pub async fn run_at(db: &Db, windows: &[u32], today: NaiveDate) -> anyhow::Resul
                 .execute(&mut *tx)
                 .await?;
             }
-            let doc: Option<String> =
-                sqlx::query_scalar("SELECT document FROM customers WHERE id = $1")
-                    .bind(&asset.customer_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let customer: Option<Customer> = doc.and_then(|d| serde_json::from_str(&d).ok());
+            let customer = crate::masterdata::customer_in(&mut tx, &asset.customer_id).await?;
             let data = ReminderDue {
                 kind: kind.to_string(),
                 ends_on,

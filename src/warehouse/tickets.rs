@@ -97,12 +97,8 @@ pub fn pick_pack_body(g: &ReceivedGoods, customer_name: &str) -> String {
 }
 
 async fn customer_name(tx: &mut Tx<'_>, id: &str) -> Result<String, HandlerError> {
-    let doc: Option<String> = sqlx::query_scalar("SELECT document FROM customers WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(doc
-        .and_then(|d| serde_json::from_str::<canonical::customer::Customer>(&d).ok())
+    Ok(crate::masterdata::customer_in(tx, id)
+        .await?
         .map(|c| c.name)
         .unwrap_or_else(|| id.to_string()))
 }
@@ -126,26 +122,17 @@ impl Handler for PickPackTicket {
             &self.client,
             tx,
             &hub_ref,
-            zammad::NewTicket {
-                title: format!(
+            zammad::NewTicket::with_note(
+                format!(
                     "Pick & Pack: Wareneingang {} – {}",
                     g.receipt.receipt_id, name
                 ),
-                group: self.group.clone(),
-                customer_id: format!("guess:{}", self.ticket_customer),
-                state: "open".into(),
-                tags: format!("{hub_ref},pick-pack"),
-                article: zammad::NewArticle {
-                    ticket_id: None,
-                    subject: format!("Wareneingang {}", g.receipt.receipt_id),
-                    body: pick_pack_body(&g, &name),
-                    content_type: "text/plain".into(),
-                    kind: "note".into(),
-                    internal: true,
-                    to: None,
-                    sender: None,
-                },
-            },
+                &self.group,
+                &self.ticket_customer,
+                format!("{hub_ref},pick-pack"),
+                format!("Wareneingang {}", g.receipt.receipt_id),
+                pick_pack_body(&g, &name),
+            ),
         )
         .await?;
         Ok(())
@@ -202,27 +189,18 @@ impl Handler for ReminderTicket {
             &self.client,
             tx,
             &hub_ref,
-            zammad::NewTicket {
-                title: format!(
+            zammad::NewTicket::with_note(
+                format!(
                     "{what} endet {}: {} – {item}",
                     r.ends_on.format("%d.%m.%Y"),
                     r.customer_name
                 ),
-                group: self.group.clone(),
-                customer_id: format!("guess:{contact}"),
-                state: "open".into(),
-                tags: format!("{hub_ref},{}-erinnerung", r.kind),
-                article: zammad::NewArticle {
-                    ticket_id: None,
-                    subject: format!("{what}serinnerung ({} Tage)", r.window_days),
-                    body,
-                    content_type: "text/plain".into(),
-                    kind: "note".into(),
-                    internal: true,
-                    to: None,
-                    sender: None,
-                },
-            },
+                &self.group,
+                &contact,
+                format!("{hub_ref},{}-erinnerung", r.kind),
+                format!("{what}serinnerung ({} Tage)", r.window_days),
+                body,
+            ),
         )
         .await?;
         Ok(())

@@ -51,6 +51,37 @@ pub struct NewTicket {
     pub article: NewArticle,
 }
 
+impl NewTicket {
+    /// An open ticket whose first article is an internal plain-text note; the customer is found
+    /// or created by e-mail (`guess:`). `tags` is comma-separated.
+    pub fn with_note(
+        title: String,
+        group: &str,
+        customer_email: &str,
+        tags: String,
+        subject: String,
+        body: String,
+    ) -> Self {
+        Self {
+            title,
+            group: group.to_string(),
+            customer_id: format!("guess:{customer_email}"),
+            state: "open".into(),
+            tags,
+            article: NewArticle {
+                ticket_id: None,
+                subject,
+                body,
+                content_type: "text/plain".into(),
+                kind: "note".into(),
+                internal: true,
+                to: None,
+                sender: None,
+            },
+        }
+    }
+}
+
 /// An article: an internal note, or an e-mail to the customer.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewArticle {
