@@ -1,7 +1,6 @@
 //! Bus conformance: the same scenarios against the embedded bus (SQLite) and RabbitMQ
 //! (with PostgreSQL as the store), both real, on loopback.
 
-mod support;
 
 use async_trait::async_trait;
 use canonical::Envelope;
@@ -12,7 +11,7 @@ use drehkreuz::store::{deadletter, outbox, Db, Tx};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::*;
+use crate::support::*;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

@@ -1,6 +1,5 @@
 //! Store conformance: the same checks against SQLite and PostgreSQL (real, on loopback).
 
-mod support;
 
 use async_trait::async_trait;
 use canonical::Envelope;
@@ -10,7 +9,7 @@ use drehkreuz::store::{inbox, now_ms, outbox, schedule, Db};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use support::*;
+use crate::support::*;
 
 fn ev(n: usize) -> Envelope {
     let t = "2026-05-04T10:00:00.123456Z".parse().unwrap();

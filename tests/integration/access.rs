@@ -1,6 +1,6 @@
 //! Access control, audit trail and the OpenAPI document, against a running embedded hub.
 
-mod support;
+use crate::support;
 
 use drehkreuz::access::{create_token, revoke_token, Role};
 use drehkreuz::config::Config;
@@ -509,7 +509,7 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() {
 async fn billing_and_customer_data_role_boundaries() {
     let hub = start().await;
     let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
-        "../docs/examples/master-data.toml"
+        "../../docs/examples/master-data.toml"
     ))
     .unwrap();
     drehkreuz::masterdata::import(&hub.db, &md, "test")
@@ -706,7 +706,7 @@ async fn billing_and_customer_data_role_boundaries() {
 async fn warehouse_assets_and_goods_receipt_role_boundaries() {
     let hub = start().await;
     let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
-        "../docs/examples/master-data.toml"
+        "../../docs/examples/master-data.toml"
     ))
     .unwrap();
     drehkreuz::masterdata::import(&hub.db, &md, "test")

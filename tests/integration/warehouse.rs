@@ -3,7 +3,7 @@
 //! bus → assets queryable per customer and exactly one pick & pack ticket at the fake Zammad;
 //! warranty and licence reminders. On the embedded defaults and on PostgreSQL + RabbitMQ.
 
-mod support;
+use crate::support;
 
 use drehkreuz::config::{BusKind, Config, WarehouseSource, ZammadSection};
 use drehkreuz::runtime::Hub;
@@ -112,7 +112,7 @@ async fn start(mut cfg: Config, dir: Option<tempfile::TempDir>) -> Running {
     drehkreuz::masterdata::import(
         &db,
         &drehkreuz::masterdata::MasterData::from_toml(include_str!(
-            "../docs/examples/master-data.toml"
+            "../../docs/examples/master-data.toml"
         ))
         .unwrap(),
         "t",

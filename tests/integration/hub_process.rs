@@ -1,6 +1,6 @@
 //! A whole hub process on embedded defaults: HTTP endpoints, ingress → bus, graceful shutdown.
 
-mod support;
+use crate::support;
 
 use drehkreuz::config::Config;
 use drehkreuz::runtime::Hub;

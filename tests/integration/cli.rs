@@ -1,6 +1,5 @@
 //! The `drehkreuz` binary as an operator uses it: config check, migrate, dlq.
 
-mod support;
 
 use std::process::Command;
 

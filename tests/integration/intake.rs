@@ -1,7 +1,7 @@
 //! Intake of work through the real bus: versioning, validation to the dead letters, the review
 //! list, out-of-order arrival, billed entries, file import. Embedded and RabbitMQ + PostgreSQL.
 
-mod support;
+use crate::support;
 
 use canonical::work::{Ticket, TimeEntry};
 use drehkreuz::bus::{Bus, ConsumerSpec};
@@ -11,7 +11,7 @@ use drehkreuz::relay::Relay;
 use drehkreuz::store::{deadletter, outbox, review, work, Db};
 use std::sync::Arc;
 use std::time::Duration;
-use support::*;
+use crate::support::*;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -529,7 +529,7 @@ async fn thresholds_are_announced_once_as_work_arrives(kind: BusKind) {
         return;
     };
     let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
-        "../docs/examples/master-data.toml"
+        "../../docs/examples/master-data.toml"
     ))
     .unwrap();
     drehkreuz::masterdata::import(&h.db, &md, "test")
@@ -631,7 +631,7 @@ async fn billing_end_to_end(kind: BusKind) {
     use drehkreuz::billing::run;
     let Some(h) = hub(kind).await else { return };
     let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
-        "../docs/examples/master-data.toml"
+        "../../docs/examples/master-data.toml"
     ))
     .unwrap();
     drehkreuz::masterdata::import(&h.db, &md, "test")

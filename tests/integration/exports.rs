@@ -5,7 +5,7 @@
 //! An invoice that fails the e-invoice rules is not exported, is dead-lettered with the rule
 //! ids, and its run shows it. The HTTP sink retries, then delivers each file exactly once.
 
-mod support;
+use crate::support;
 
 use canonical::invoice::Invoice;
 use canonical::work::{Ticket, TimeEntry};
@@ -53,7 +53,7 @@ fn run_checker(args: &[&std::ffi::OsStr], env: &[(&str, PathBuf)]) -> (bool, Str
 /// finalized, plus a credit note for the first invoice.
 async fn finalized_month(db: &Db) -> (String, Vec<Invoice>) {
     let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
-        "../docs/examples/master-data.toml"
+        "../../docs/examples/master-data.toml"
     ))
     .unwrap();
     drehkreuz::masterdata::import(db, &md, "t").await.unwrap();

@@ -1,7 +1,7 @@
 //! DATEV EXTF export of finalized invoices, checked by the independent oracle
 //! `../shared/oracles/datev_extf_check.py` (Python, standard library only).
 
-mod support;
+use crate::support;
 
 use canonical::work::{Ticket, TimeEntry};
 use drehkreuz::billing::run;
@@ -15,7 +15,7 @@ fn oracle() -> std::path::PathBuf {
 async fn extf_files_pass_the_datev_oracle() {
     let (db, _u, _d) = support::fresh_sqlite().await;
     let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
-        "../docs/examples/master-data.toml"
+        "../../docs/examples/master-data.toml"
     ))
     .unwrap();
     drehkreuz::masterdata::import(&db, &md, "t").await.unwrap();
@@ -173,7 +173,7 @@ async fn extf_files_pass_the_datev_oracle() {
 async fn export_sink_is_idempotent_and_byte_stable() {
     let (db, _u, _d) = support::fresh_sqlite().await;
     let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
-        "../docs/examples/master-data.toml"
+        "../../docs/examples/master-data.toml"
     ))
     .unwrap();
     drehkreuz::masterdata::import(&db, &md, "t").await.unwrap();

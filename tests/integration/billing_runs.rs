@@ -2,7 +2,6 @@
 //! through the bus, preview → adjust → approve → finalize, gapless numbers under concurrent
 //! finalizers, immutability, credit notes, late entries in the next run.
 
-mod support;
 
 use canonical::work::{Period, Ticket, TimeEntry};
 use drehkreuz::billing::run::{self, RunState};
@@ -10,9 +9,9 @@ use drehkreuz::billing::WriteOffTarget;
 use drehkreuz::masterdata::MasterData;
 use drehkreuz::store::{work, Db};
 use rust_decimal_macros::dec;
-use support::*;
+use crate::support::*;
 
-const MD: &str = include_str!("../docs/examples/master-data.toml");
+const MD: &str = include_str!("../../docs/examples/master-data.toml");
 
 fn period() -> Period {
     "2026-10".parse().unwrap()

@@ -2,13 +2,13 @@
 //! `POST /api/v1/tickets`, `POST /api/v1/ticket_articles`, `GET /api/v1/tickets/search` with
 //! `expand=true`, 401 and 429 with `Retry-After`).
 
-mod support;
+use crate::support;
 
 use drehkreuz::billing::ledger::ThresholdCrossed;
 use drehkreuz::bus::{apply, Outcome};
 use drehkreuz::helpdesk::HelpdeskNotify;
 use std::sync::atomic::Ordering;
-use support::fake_zammad::fake_zammad;
+use crate::support::fake_zammad::fake_zammad;
 
 fn notice(percent: u32) -> canonical::Envelope {
     let n = ThresholdCrossed {

@@ -2,7 +2,7 @@
 //! intake → the entries appear in the invoice preview; wrong/missing signatures, duplicate
 //! deliveries, an edited accounting and an unmapped type.
 
-mod support;
+use crate::support;
 
 use drehkreuz::config::{Config, ZammadSection};
 use drehkreuz::runtime::Hub;
@@ -75,7 +75,7 @@ async fn signed_webhook_to_invoice_preview() {
     drehkreuz::masterdata::import(
         &db,
         &drehkreuz::masterdata::MasterData::from_toml(include_str!(
-            "../docs/examples/master-data.toml"
+            "../../docs/examples/master-data.toml"
         ))
         .unwrap(),
         "t",
@@ -228,7 +228,7 @@ async fn reconciliation_finds_new_edited_and_deleted_accountings() {
     drehkreuz::masterdata::import(
         &db,
         &drehkreuz::masterdata::MasterData::from_toml(include_str!(
-            "../docs/examples/master-data.toml"
+            "../../docs/examples/master-data.toml"
         ))
         .unwrap(),
         "t",
@@ -405,7 +405,7 @@ async fn organization_maps_by_customer_number_attribute() {
     drehkreuz::masterdata::import(
         &db,
         &drehkreuz::masterdata::MasterData::from_toml(include_str!(
-            "../docs/examples/master-data.toml"
+            "../../docs/examples/master-data.toml"
         ))
         .unwrap(),
         "t",

@@ -1,0 +1,18 @@
+//! The hub's integration tests, one binary with a module per user story. Each module talks to
+//! the real parts: SQLite, PostgreSQL and RabbitMQ on loopback, the `drehkreuz` binary, the
+//! fake Zammad in `support::fake_zammad`, the independent checkers in `tests/oracles/`.
+
+mod support;
+
+mod access;
+mod billing_runs;
+mod bus_conformance;
+mod cli;
+mod datev_export;
+mod exports;
+mod helpdesk;
+mod hub_process;
+mod intake;
+mod store_conformance;
+mod warehouse;
+mod zammad;
