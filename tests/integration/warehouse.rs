@@ -1,5 +1,5 @@
 //! The warehouse connector end to end: goods receipts posted over HTTP (every sample in
-//! `../shared/samples/warehouse/`, hostile and broken inputs, idempotent repeats) → store →
+//! `tests/fixtures/warehouse/`, hostile and broken inputs, idempotent repeats) → store →
 //! bus → assets queryable per customer and exactly one pick & pack ticket at the fake Zammad;
 //! warranty and licence reminders. On the embedded defaults and on PostgreSQL + RabbitMQ.
 
@@ -15,13 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "lager-secret";
 
+/// A sample from `tests/fixtures/warehouse/`; a missing file fails with one line naming it.
 fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/samples/warehouse")
-            .join(name),
-    )
-    .unwrap()
+    support::prerequisites::read_fixture(&format!("tests/fixtures/warehouse/{name}"))
 }
 
 fn sign(body: &[u8]) -> String {

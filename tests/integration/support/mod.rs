@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod fake_zammad;
+#[path = "../../prerequisites.rs"]
+pub mod prerequisites;
 
 use drehkreuz::config::{BusKind, Config};
 use drehkreuz::store::Db;
