@@ -21,18 +21,12 @@ async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = Config::default();
     cfg.hub.data_dir = dir.path().to_path_buf();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    cfg.http.listen = format!("127.0.0.1:{port}");
+    let (listener, base) = support::listener().await;
     let hub = Hub::build(cfg).await.unwrap();
     let db = hub.db.clone();
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(async move { hub.run(s).await });
-    let base = format!("http://127.0.0.1:{port}");
+    let task = tokio::spawn(async move { hub.run_with_listeners(listener, None, s).await });
     support::eventually(Duration::from_secs(10), "hub up", || async {
         reqwest::get(format!("{base}/healthz")).await.is_ok()
     })
@@ -341,7 +335,7 @@ async fn privileged_actions_are_audited_and_the_trail_is_append_only() {
 
 #[tokio::test]
 async fn audit_trail_is_append_only_on_postgres() {
-    let Some((db, _)) = support::fresh_pg().await else {
+    let Some((db, _, _pg)) = support::fresh_pg().await else {
         return;
     };
     let t = create_token(&db, "ops", &Role::Admin, "cli:test")
