@@ -18,6 +18,7 @@ pub mod helpdesk;
 pub mod http;
 pub mod intake;
 pub mod masterdata;
+pub mod output;
 pub mod pipeline;
 pub mod relay;
 pub mod runtime;

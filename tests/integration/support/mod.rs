@@ -172,19 +172,20 @@ impl RabbitVhost {
             "--no-table-headers",
             "vhost",
             "pid",
-            "name",
+            "client_properties",
         ])
         .unwrap_or_else(|e| panic!("{e}"));
-        let prefix = format!("drehkreuz {instance} ");
+        // The name the client gave is in its properties: {"connection_name","longstr","…"}.
+        let given_name = format!("\"drehkreuz {instance} ");
         let mut closed = 0;
         for line in listing.lines() {
             let mut fields = line.splitn(3, '\t');
-            let (Some(vhost), Some(pid), Some(name)) =
+            let (Some(vhost), Some(pid), Some(properties)) =
                 (fields.next(), fields.next(), fields.next())
             else {
                 continue;
             };
-            if vhost == self.name && name.starts_with(&prefix) {
+            if vhost == self.name && properties.contains(&given_name) {
                 run_rabbitmqctl(&["-q", "close_connection", pid, reason])
                     .unwrap_or_else(|e| panic!("{e}"));
                 closed += 1;
