@@ -12,6 +12,8 @@ pub mod preflight;
 pub mod sink;
 
 #[cfg(test)]
+mod quantity_tests;
+#[cfg(test)]
 #[path = "../../tests/fixtures/invoices.rs"]
 mod test_fixtures;
 
