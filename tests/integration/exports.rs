@@ -587,7 +587,8 @@ async fn booking_formats_land_when_an_einvoice_format_fails() {
         .into_iter()
         .find(|p| p.to_string_lossy().contains("Buchungsstapel"))
         .unwrap();
-    let (text, _, _) = encoding_rs::WINDOWS_1252.decode(&std::fs::read(&stapel).unwrap());
+    let bytes = std::fs::read(&stapel).unwrap();
+    let (text, _, _) = encoding_rs::WINDOWS_1252.decode(&bytes);
     assert!(text.contains(&refused.number), "{text}");
     assert!(out
         .path()
