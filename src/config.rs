@@ -411,6 +411,16 @@ impl Config {
     /// Loads the file (if given) and applies the environment overrides, then validates.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder();
+        // The default schedules as the lowest layer: a configured `[schedule.<name>]` (file or
+        // `DREHKREUZ_SCHEDULE__<NAME>__<KEY>`) replaces only its own keys; the other defaults,
+        // the monthly invoice run included, stay. `enabled = false` switches one off.
+        for (name, s) in Config::default().schedule {
+            builder = builder
+                .set_default(format!("schedule.{name}.cron"), s.cron)
+                .and_then(|b| b.set_default(format!("schedule.{name}.timezone"), s.timezone))
+                .and_then(|b| b.set_default(format!("schedule.{name}.enabled"), s.enabled))
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         if let Some(path) = file {
             if !path.exists() {
                 return Err(ConfigError::File {

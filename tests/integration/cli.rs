@@ -390,4 +390,96 @@ fn logs_in_a_file_are_plain_text_unless_colour_is_asked_for() {
     // The check can see colour codes when there are some.
     let coloured = logs_of_a_running_hub(&[("DREHKREUZ_LOG_COLOR", "always")]);
     assert!(coloured.windows(2).any(|w| w == b"\x1b["));
+/// The effective `[schedule.*]` of `config check` as (name, cron, timezone, enabled).
+fn effective_schedules(stdout: &str) -> Vec<(String, String, String, bool)> {
+    let v: toml::Value = toml::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    v["schedule"]
+        .as_table()
+        .unwrap()
+        .iter()
+        .map(|(k, s)| {
+            (
+                k.clone(),
+                s["cron"].as_str().unwrap().to_string(),
+                s["timezone"].as_str().unwrap().to_string(),
+                s["enabled"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn sched(name: &str, cron: &str, enabled: bool) -> (String, String, String, bool) {
+    (name.into(), cron.into(), "Europe/Berlin".into(), enabled)
+}
+
+/// #11 point 11: one `[schedule.*]` in the file replaces only itself; a new one is added.
+#[test]
+fn a_configured_schedule_in_the_file_keeps_the_other_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hub.toml");
+    std::fs::write(
+        &file,
+        "[schedule.housekeeping]\ncron = \"0 15 4 * * *\"\n\n\
+         [schedule.asset_reminders]\nenabled = false\n",
+    )
+    .unwrap();
+    let out = drehkreuz(dir.path())
+        .args(["--config", file.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        effective_schedules(&stdout),
+        vec![
+            // Only `enabled` given: the default cron and time zone stay.
+            sched("asset_reminders", "0 0 7 * * *", false),
+            sched("housekeeping", "0 15 4 * * *", true),
+            // The monthly invoice run is still there.
+            sched("invoice_run", "0 0 6 1 * *", true),
+        ]
+    );
+}
+
+/// #11 point 11, the environment path: `DREHKREUZ_SCHEDULE__<NAME>__<KEY>` likewise.
+#[test]
+fn a_schedule_from_the_environment_keeps_the_other_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = drehkreuz(dir.path())
+        .env("DREHKREUZ_SCHEDULE__INVOICE_RUN__CRON", "0 0 5 2 * *")
+        .env("DREHKREUZ_SCHEDULE__HOUSEKEEPING__ENABLED", "false")
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        effective_schedules(&stdout),
+        vec![
+            sched("asset_reminders", "0 0 7 * * *", true),
+            sched("housekeeping", "0 30 3 * * *", false),
+            sched("invoice_run", "0 0 5 2 * *", true),
+        ]
+    );
+    // A schedule of an unknown job is still refused by `run` (not by config check); a bad
+    // cron in an override is refused with the key named.
+    let out = drehkreuz(dir.path())
+        .env("DREHKREUZ_SCHEDULE__INVOICE_RUN__CRON", "every month")
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("schedule.invoice_run.cron"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -2,8 +2,8 @@
 //! command, each checked by its independent checker: XSD + CEN EN 16931 rules for the
 //! e-invoices (`tests/oracles/einvoice_check.py`), the DATEV XML oracle for the ZIPs, the IDoc
 //! checker for SAP, `datev_extf_check.py` and PyPI `mloda-community-german-ledger` for EXTF.
-//! An invoice that fails the e-invoice rules is not exported, is dead-lettered with the rule
-//! ids, and its run shows it. The HTTP sink retries, then delivers each file exactly once.
+//! An invoice that fails the e-invoice rules is not exported as an e-invoice, is dead-lettered
+//! with the rule ids, and its run shows it; its booking formats (DATEV, SAP) still land. The HTTP sink retries, then delivers each file exactly once.
 
 use crate::support;
 
@@ -210,7 +210,7 @@ async fn every_format_through_the_consumers_passes_its_checker() {
     for inv in &invoices {
         for (consumer, sink) in &sinks {
             let outcome = apply(&db, consumer, sink, &finalized(inv, "1")).await;
-            if inv.number == refused && *consumer != "export-sap" {
+            if inv.number == refused && *consumer == "export-einvoice" {
                 // Dead-lettered with the rule id; nothing of it was delivered to this target.
                 match &outcome {
                     Outcome::Dead(reason) => {
@@ -271,8 +271,8 @@ async fn every_format_through_the_consumers_passes_its_checker() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    // 4 invoices + 1 credit note; the refused invoice only in the two SAP formats.
-    assert_eq!(ledger, (4 * 7) + 2);
+    // 4 invoices + 1 credit note; the refused invoice in the booking formats (DATEV, SAP) only.
+    assert_eq!(ledger, (4 * 7) + 4);
 
     // Independent checkers.
     let e_invoice_packages = [
@@ -288,7 +288,11 @@ async fn every_format_through_the_consumers_passes_its_checker() {
         let (ok, report) = run_checker("einvoice_check.py", &args, &[]);
         assert!(ok, "{report}");
         let zips = files(&acc, "zip");
-        assert_eq!(zips.len(), 4);
+        assert_eq!(
+            zips.len(),
+            5,
+            "the refused invoice's package carries the ledger only"
+        );
         let args: Vec<&std::ffi::OsStr> = zips.iter().map(|p| p.as_os_str()).collect();
         let xsd = support::prerequisites::repo_file("tests/oracles/datev-xsd-v060");
         let (ok, report) = run_checker("datev_xml_validate.py", &args, &[("DATEV_XSD_PATH", &xsd)]);
@@ -469,10 +473,8 @@ async fn export_command_writes_every_format_and_names_refused_invoices() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
-        let e_invoice = matches!(
-            format,
-            "datev-xml" | "xrechnung-ubl" | "xrechnung-cii" | "zugferd"
-        );
+        // datev-xml is a booking format: the refused invoice's package carries the ledger only.
+        let e_invoice = matches!(format, "xrechnung-ubl" | "xrechnung-cii" | "zugferd");
         assert_eq!(o.status.success(), !e_invoice, "{format}: {stderr}");
         if e_invoice {
             assert!(
@@ -498,4 +500,118 @@ async fn export_command_writes_every_format_and_names_refused_invoices() {
     assert!(names.iter().any(|n| n.starts_with("EXTF_Buchungsstapel_")));
     let manifest = std::fs::read_to_string(out.join("MANIFEST.sha256")).unwrap();
     assert!(manifest.lines().count() >= names.len() - 1);
+}
+
+/// #11 point 8: one target with booking and e-invoice formats; the invoice without an invoice
+/// e-mail lands in DATEV EXTF and SAP, its XRechnung is dead-lettered with the rule id, the
+/// run shows it, and a replay exports nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn booking_formats_land_when_an_einvoice_format_fails() {
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    let (run_id, invoices) = finalized_month(&db).await;
+    let out = tempfile::tempdir().unwrap();
+    let sink = ExportSink::new(
+        &target(
+            "mixed",
+            &["datev-extf", "xrechnung-ubl", "sap-invoic02"],
+            Some(out.path()),
+            None,
+        ),
+        &config(),
+    );
+    let refused = invoices.iter().find(|i| i.buyer.id == "C-1004").unwrap();
+    // The pre-export check names the same rule, for the e-invoice format only.
+    let blockers = drehkreuz::export::preflight_target(
+        refused,
+        &target(
+            "mixed",
+            &["datev-extf", "xrechnung-ubl", "sap-invoic02"],
+            None,
+            None,
+        ),
+        &config(),
+    );
+    assert!(!blockers.is_empty());
+    assert!(
+        blockers
+            .iter()
+            .all(|b| b.format == "xrechnung-ubl" && b.rule == "PEPPOL-EN16931-R010"),
+        "{blockers:?}"
+    );
+
+    assert_eq!(
+        apply(&db, "export-mixed", &sink, &finalized(refused, "1")).await,
+        Outcome::Applied
+    );
+    let formats: Vec<String> = sqlx::query_scalar(
+        "SELECT format FROM export_ledger WHERE target = 'mixed' AND invoice_number = $1 ORDER BY format",
+    )
+    .bind(&refused.number)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(formats, vec!["datev-extf", "sap-invoic02"]);
+    let stapel = files(out.path(), "csv")
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("Buchungsstapel"))
+        .unwrap();
+    let bytes = std::fs::read(&stapel).unwrap();
+    let (text, _, _) = encoding_rs::WINDOWS_1252.decode(&bytes);
+    assert!(text.contains(&refused.number), "{text}");
+    assert!(out
+        .path()
+        .join(format!("{}_INVOIC02.xml", refused.number))
+        .exists());
+    assert!(!out
+        .path()
+        .join(format!("{}_xrechnung-ubl.xml", refused.number))
+        .exists());
+
+    let dead = drehkreuz::store::deadletter::list(&db, Some("export-mixed"), false, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].reason.contains("xrechnung-ubl")
+            && dead[0].reason.contains("PEPPOL-EN16931-R010")
+            && dead[0]
+                .reason
+                .contains("delivered: datev-extf, sap-invoic02"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(
+        dead[0].envelope.subject.as_deref(),
+        Some(refused.number.as_str())
+    );
+    let loaded = run::load(&db, &run_id).await.unwrap();
+    assert!(
+        loaded
+            .export_problems
+            .iter()
+            .any(|p| p.starts_with("export-mixed") && p.contains("PEPPOL-EN16931-R010")),
+        "{:?}",
+        loaded.export_problems
+    );
+
+    // A replay: the booking formats are not exported again; the e-invoice still fails alone.
+    let before = snapshot(out.path());
+    assert!(matches!(
+        apply(&db, "export-mixed", &sink, &finalized(refused, "2")).await,
+        Outcome::Dead(r) if r.contains("PEPPOL-EN16931-R010") && !r.contains("datev-extf")
+    ));
+    assert_eq!(before, snapshot(out.path()));
+
+    // The other invoices land in all three formats, through the independent IDoc checker too.
+    for inv in invoices.iter().filter(|i| i.number != refused.number) {
+        assert_eq!(
+            apply(&db, "export-mixed", &sink, &finalized(inv, "1")).await,
+            Outcome::Applied
+        );
+    }
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM export_ledger WHERE target = 'mixed'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 2 + 4 * 3);
 }
