@@ -16,6 +16,7 @@ pub mod demo;
 pub mod export;
 pub mod helpdesk;
 pub mod http;
+pub mod ingress;
 pub mod intake;
 pub mod masterdata;
 pub mod output;

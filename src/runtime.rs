@@ -171,6 +171,12 @@ impl Hub {
             relay_wakeup: self.relay_wakeup.clone(),
             metrics,
             warehouse: Arc::new(self.cfg.warehouse.clone()),
+            consumer_bindings: Arc::new(
+                self.specs()
+                    .into_iter()
+                    .flat_map(|s| s.routing_keys)
+                    .collect(),
+            ),
             zammad_webhook: self.cfg.zammad.as_ref().and_then(|z| {
                 z.webhook_secret
                     .clone()

@@ -424,7 +424,7 @@ async fn organization_maps_by_customer_number_attribute() {
         "d-9",
         chrono::Utc::now(),
         &drehkreuz::http::webhooks::TicketChanged {
-            ticket_id: "60".into(),
+            ticket_id: "60".parse().unwrap(),
             delivery: None,
         },
     )
@@ -463,7 +463,7 @@ async fn not_found_is_permanent_and_server_errors_are_retried() {
         &zammad_url,
         secrecy::SecretString::from("zammad-secret".to_string()),
     );
-    let err = client.get_ticket("404").await.unwrap_err();
+    let err = client.get_ticket("404".parse().unwrap()).await.unwrap_err();
     assert!(matches!(err, zammad::ZammadError::NotFound(_)), "{err:?}");
     assert!(!err.is_transient());
 
@@ -473,7 +473,7 @@ async fn not_found_is_permanent_and_server_errors_are_retried() {
     );
     fake.accountings.lock().unwrap().insert("70".into(), vec![]);
     fake.server_errors.store(2, Ordering::SeqCst);
-    let t = client.get_ticket("70").await.unwrap();
+    let t = client.get_ticket("70".parse().unwrap()).await.unwrap();
     assert_eq!(t["id"], 70);
     assert_eq!(
         fake.server_errors.load(Ordering::SeqCst),
@@ -496,7 +496,7 @@ async fn not_found_is_permanent_and_server_errors_are_retried() {
             "d",
             chrono::Utc::now(),
             &drehkreuz::http::webhooks::TicketChanged {
-                ticket_id: id.into(),
+                ticket_id: id.parse().unwrap(),
                 delivery: None,
             },
         )
