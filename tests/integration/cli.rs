@@ -390,6 +390,8 @@ fn logs_in_a_file_are_plain_text_unless_colour_is_asked_for() {
     // The check can see colour codes when there are some.
     let coloured = logs_of_a_running_hub(&[("DREHKREUZ_LOG_COLOR", "always")]);
     assert!(coloured.windows(2).any(|w| w == b"\x1b["));
+}
+
 /// The effective `[schedule.*]` of `config check` as (name, cron, timezone, enabled).
 fn effective_schedules(stdout: &str) -> Vec<(String, String, String, bool)> {
     let v: toml::Value = toml::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
