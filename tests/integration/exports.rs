@@ -574,8 +574,13 @@ async fn exported_content_comes_from_the_store_not_from_the_event() {
     let files: Vec<_> = std::fs::read_dir(out.path())
         .unwrap()
         .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".xml"))
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0]
+        .file_name()
+        .to_string_lossy()
+        .starts_with(&real.number));
     let xml = std::fs::read_to_string(files[0].path()).unwrap();
     assert!(xml.contains(&real_iban), "the stored IBAN is exported");
     assert!(!xml.contains(forged_iban), "the event's IBAN is not");
