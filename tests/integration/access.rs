@@ -54,7 +54,10 @@ impl Running {
 }
 
 fn event(source: &str, id: &str) -> serde_json::Value {
-    serde_json::json!({"specversion": "1.0", "id": id, "source": source, "type": "goods_receipt.received", "data": {"n": 1}})
+    let system = source.trim_start_matches('/').split('/').next().unwrap();
+    serde_json::json!({"specversion": "1.0", "id": id, "source": source, "type": "time_entry.created",
+        "data": {"source": system, "id": id, "version": 1, "ticket_id": "T-1", "technician": "anna",
+                 "level": "1st", "started_at": "2026-10-05T08:00:00Z", "minutes": 10}})
 }
 
 async fn status_and_problem(r: reqwest::Response) -> (u16, serde_json::Value) {

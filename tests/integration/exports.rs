@@ -614,4 +614,66 @@ async fn booking_formats_land_when_an_einvoice_format_fails() {
         .await
         .unwrap();
     assert_eq!(n, 2 + 4 * 3);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_content_comes_from_the_store_not_from_the_event() {
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    let (_, invoices) = finalized_month(&db).await;
+    let out = tempfile::tempdir().unwrap();
+    let sink = ExportSink::new(
+        &target("einvoice", &["xrechnung-ubl"], Some(out.path()), None),
+        &config(),
+    );
+    let real = invoices
+        .iter()
+        .find(|i| i.buyer.id == "C-1001")
+        .expect("an invoice for C-1001");
+    let real_iban = real.seller.as_ref().expect("seller").iban.clone();
+    let forged_iban = "DE02500105170137075030";
+    assert_ne!(real_iban, forged_iban);
+
+    // An invoice the store does not have: nothing exported, dead letter "unknown invoice".
+    let mut unknown = real.clone();
+    unknown.number = "RE-FORGED-1".into();
+    if let Some(s) = unknown.seller.as_mut() {
+        s.iban = forged_iban.into();
+    }
+    match apply(&db, "export-einvoice", &sink, &finalized(&unknown, "1")).await {
+        Outcome::Dead(reason) => assert!(reason.contains("unknown invoice"), "{reason}"),
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "no file written"
+    );
+
+    // A stored invoice announced with a doctored body: the store's content is exported.
+    let mut doctored = real.clone();
+    if let Some(s) = doctored.seller.as_mut() {
+        s.iban = forged_iban.into();
+    }
+    assert_eq!(
+        apply(&db, "export-einvoice", &sink, &finalized(&doctored, "1")).await,
+        Outcome::Applied
+    );
+    let files: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".xml"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0]
+        .file_name()
+        .to_string_lossy()
+        .starts_with(&real.number));
+    let xml = std::fs::read_to_string(files[0].path()).unwrap();
+    assert!(xml.contains(&real_iban), "the stored IBAN is exported");
+    assert!(!xml.contains(forged_iban), "the event's IBAN is not");
+    let ledger: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM export_ledger WHERE invoice_number = 'RE-FORGED-1'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(ledger, 0);
 }
