@@ -1,12 +1,12 @@
 //! Helpdesk write-back (Zammad): the `helpdesk-notify` consumer turns
-//! `contingent.threshold_crossed` into an e-mail article to the customer's notification contacts,
-//! on one notice ticket per contract and period. The ticket is found again by the hub's
+//! `contingent.threshold_crossed` and `budget.threshold_crossed` (per level) into an e-mail
+//! article to the customer's notification contacts, on one notice ticket per contract and period. The ticket is found again by the hub's
 //! reference (stored in `helpdesk_tickets`, and as a ticket tag in Zammad, searched before
 //! creating), so a retry never creates a second ticket; the inbox makes each notice one
 //! article. Zammad being down or busy (429, 5xx) is a transient error: the message comes back
 //! with backoff.
 
-use crate::billing::ledger::ThresholdCrossed;
+use crate::billing::ledger::{BudgetThresholdCrossed, ThresholdCrossed};
 use crate::bus::{Handler, HandlerError};
 use crate::store::{now_ms, Tx};
 use async_trait::async_trait;
@@ -14,7 +14,7 @@ use canonical::Envelope;
 
 /// The consumer's queue and binding.
 pub const CONSUMER: &str = "helpdesk-notify";
-pub const ROUTING_KEYS: &[&str] = &["contingent.threshold_crossed"];
+pub const ROUTING_KEYS: &[&str] = &["contingent.threshold_crossed", "budget.threshold_crossed"];
 
 /// The `helpdesk-notify` handler.
 pub struct HelpdeskNotify {
@@ -71,6 +71,9 @@ pub fn fail(e: zammad::ZammadError) -> HandlerError {
 #[async_trait]
 impl Handler for HelpdeskNotify {
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        if ev.event_type == "budget.threshold_crossed" {
+            return self.budget(ev, tx).await;
+        }
         let n: ThresholdCrossed = ev.decode().map_err(|e| {
             HandlerError::Permanent(format!("contingent.threshold_crossed {}: {e}", ev.id))
         })?;
@@ -120,6 +123,75 @@ impl Handler for HelpdeskNotify {
                 n.percent,
                 n.consumed,
                 n.available,
+                n.at.with_timezone(&chrono_tz::Europe::Berlin).format("%d.%m.%Y %H:%M")
+            ),
+            content_type: "text/plain".into(),
+            kind: "email".into(),
+            internal: false,
+            to: Some(to),
+            sender: Some("Agent".into()),
+        };
+        self.client.add_article(&article).await.map_err(fail)?;
+        Ok(())
+    }
+}
+
+impl HelpdeskNotify {
+    /// A budget level reached a threshold: an article on the contract's notice ticket.
+    async fn budget(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let n: BudgetThresholdCrossed = ev.decode().map_err(|e| {
+            HandlerError::Permanent(format!("budget.threshold_crossed {}: {e}", ev.id))
+        })?;
+        let Some(first) = n.notify.first() else {
+            return Err(HandlerError::Permanent(format!(
+                "customer {} has no notification contact for budget notices",
+                n.customer_id
+            )));
+        };
+        let hub_ref = format!("drehkreuz-{}-{}", n.contract_id, n.period);
+        let ticket_id = ticket_once(
+            &self.client,
+            tx,
+            &hub_ref,
+            zammad::NewTicket::with_note(
+                format!(
+                    "Budget {} – {} ({})",
+                    n.contract_id, n.customer_name, n.period
+                ),
+                &self.group,
+                &first.email,
+                format!("{hub_ref},budget"),
+                "Budgetüberwachung".into(),
+                format!(
+                    "Überwachung des Budgets {} für {}.",
+                    n.contract_id, n.period
+                ),
+            ),
+        )
+        .await?
+        .0;
+        let to = n
+            .notify
+            .iter()
+            .map(|c| c.email.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let article = zammad::NewArticle {
+            ticket_id: Some(ticket_id),
+            subject: format!(
+                "Ihr Budget {} ({} Level): {} % erreicht",
+                n.contract_id, n.level, n.percent
+            ),
+            body: format!(
+                "Guten Tag {},\n\nIhr Budget {} für den {} Level ist im Zeitraum {} zu {} % ausgeschöpft ({} von {} Minuten, Stand {}).\n\
+                 Arbeiten über das Budget hinaus werden erst nach Ihrer Freigabe berechnet. Bitte sprechen Sie uns an, wenn Sie das Budget erhöhen möchten.\n",
+                first.name,
+                n.contract_id,
+                n.level,
+                n.period,
+                n.percent,
+                n.used_minutes,
+                n.cap_minutes,
                 n.at.with_timezone(&chrono_tz::Europe::Berlin).format("%d.%m.%Y %H:%M")
             ),
             content_type: "text/plain".into(),
