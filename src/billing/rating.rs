@@ -409,7 +409,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
                 invoice(w, &mut acc, raw, billed);
             }
         }
-        ContractKind::Budget { caps_minutes } => {
+        ContractKind::Budget { caps_minutes, .. } => {
             let mut used: HashMap<String, u32> = HashMap::new();
             for w in work.iter_mut().filter(|w| time_billed(w)) {
                 rate_of(&w.e.level, &w.e.activity)?;

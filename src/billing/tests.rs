@@ -584,7 +584,10 @@ fn overdraft_carry_and_hold() {
 fn budget_caps_hold_the_rest() {
     let caps = BTreeMap::from([("1st".to_string(), 60u32)]);
     let c = contract(
-        ContractKind::Budget { caps_minutes: caps },
+        ContractKind::Budget {
+            caps_minutes: caps,
+            thresholds: vec![80, 100],
+        },
         &[("1st", dec!(60))],
         RoundingPolicy::default(),
     );
@@ -714,7 +717,8 @@ fn arb_contract() -> impl Strategy<Value = Contract> {
             ..contingent_terms()
         })),
         Just(ContractKind::Budget {
-            caps_minutes: BTreeMap::from([("1st".to_string(), 120u32)])
+            caps_minutes: BTreeMap::from([("1st".to_string(), 120u32)]),
+            thresholds: vec![80, 100],
         }),
         Just(ContractKind::FlatRate),
     ];
@@ -817,7 +821,10 @@ fn budget_entry_rounded_down_to_nothing_keeps_its_raw_minutes() {
     // minutes; the entry's raw minute must still be accounted (invoiced at 0 minutes).
     let caps = BTreeMap::from([("1st".to_string(), 120u32)]);
     let c = contract(
-        ContractKind::Budget { caps_minutes: caps },
+        ContractKind::Budget {
+            caps_minutes: caps,
+            thresholds: vec![80, 100],
+        },
         &[("1st", dec!(95))],
         rounding(60, RoundingMode::Nearest, RoundingScope::Ticket),
     );

