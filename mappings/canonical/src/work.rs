@@ -533,7 +533,8 @@ mod tests {
 
     #[test]
     fn levels_versions_ids_and_lengths_are_checked() {
-        let cases: Vec<(fn(&mut TimeEntry), &str)> = vec![
+        type Change = fn(&mut TimeEntry);
+        let cases: Vec<(Change, &str)> = vec![
             (|e| e.level = "99th".into(), "level"),
             (|e| e.version = -1, "version"),
             (|e| e.id = "x".repeat(129), "id"),
