@@ -168,7 +168,7 @@ fn check_source(v: &str) -> Result<(), Invalid> {
     }
 }
 
-/// A record id: 1 to 128 visible ASCII characters, no `/`, `\\`, `?`, `#`, `%` and no `..`.
+/// A record id: 1 to 128 visible ASCII characters, no `/`, `\`, `?`, `#`, `%` and no `..`.
 fn check_id(field: &str, v: &str) -> Result<(), Invalid> {
     let ok = !v.is_empty()
         && v.len() <= MAX_ID_LEN
