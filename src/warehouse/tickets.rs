@@ -113,9 +113,8 @@ pub struct PickPackTicket {
 #[async_trait]
 impl Handler for PickPackTicket {
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        let g: ReceivedGoods = ev.decode().map_err(|e| {
-            HandlerError::Permanent(format!("goods_receipt.received {}: {e}", ev.id))
-        })?;
+        // The event names the receipt; the store says what it holds and whose it is.
+        let g: ReceivedGoods = super::receipts::stored_received(tx, ev).await?;
         let name = customer_name(tx, &g.customer_id).await?;
         let hub_ref = format!("drehkreuz-we-{}", tag_safe(&g.id));
         ticket_once(

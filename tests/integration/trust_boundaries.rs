@@ -700,3 +700,49 @@ async fn errors_of_the_http_layer_are_problem_documents() {
     );
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_goods_receipt_on_the_bus_registers_no_assets_and_opens_no_ticket() {
+    let hub = start().await;
+    let forged = canonical::goods::ReceivedGoods {
+        id: "lager:FORGED-1".into(),
+        source: "lager".into(),
+        customer_id: "C-1001".into(),
+        receipt: serde_json::from_value(json!({
+            "receipt_id": "FORGED-1", "format": "hub_json", "supplier": {},
+            "lines": [{"line_id": "1", "quantity": "1", "description": "Laptop",
+                       "units": [{"serial_number": "SN-FORGED"}]}]
+        }))
+        .unwrap(),
+    };
+    let ev = drehkreuz::warehouse::receipts::received_event(
+        &forged.id,
+        &forged.source,
+        &forged.customer_id,
+        &forged.receipt,
+    )
+    .unwrap();
+    outbox::enqueue_all(&hub.db, &[ev]).await.unwrap();
+    let db = hub.db.clone();
+    support::eventually(Duration::from_secs(15), "both consumers refuse it", || {
+        let db = db.clone();
+        async move {
+            let dead = deadletter::list(&db, None, false, 10).await.unwrap();
+            ["asset-registry", "pick-pack"].iter().all(|c| {
+                dead.iter()
+                    .any(|d| d.consumer == *c && d.reason.contains("unknown goods receipt"))
+            })
+        }
+    })
+    .await;
+    let assets: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM assets")
+        .fetch_one(&hub.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(assets, 0);
+    assert!(
+        hub.fake.tickets.lock().unwrap().is_empty(),
+        "no ticket opened"
+    );
+    hub.stop().await;
+}
