@@ -1,13 +1,12 @@
 //! Helpdesk write-back (Zammad): the `helpdesk-notify` consumer turns
-//! `contingent.threshold_crossed` into an e-mail article to the customer's notification contacts
-//! (the notice must be one the store recorded; recipients and names come from master data),
-//! on one notice ticket per contract and period. The ticket is found again by the hub's
+//! `contingent.threshold_crossed` and `budget.threshold_crossed` (per level) into an e-mail
+//! article to the customer's notification contacts, on one notice ticket per contract and period. The ticket is found again by the hub's
 //! reference (stored in `helpdesk_tickets`, and as a ticket tag in Zammad, searched before
 //! creating), so a retry never creates a second ticket; the inbox makes each notice one
 //! article. Zammad being down or busy (429, 5xx) is a transient error: the message comes back
 //! with backoff.
 
-use crate::billing::ledger::ThresholdCrossed;
+use crate::billing::ledger::{BudgetThresholdCrossed, ThresholdCrossed};
 use crate::bus::{Handler, HandlerError};
 use crate::store::{now_ms, Tx};
 use async_trait::async_trait;
@@ -15,7 +14,7 @@ use canonical::Envelope;
 
 /// The consumer's queue and binding.
 pub const CONSUMER: &str = "helpdesk-notify";
-pub const ROUTING_KEYS: &[&str] = &["contingent.threshold_crossed"];
+pub const ROUTING_KEYS: &[&str] = &["contingent.threshold_crossed", "budget.threshold_crossed"];
 
 /// The `helpdesk-notify` handler.
 pub struct HelpdeskNotify {
@@ -72,6 +71,9 @@ pub fn fail(e: zammad::ZammadError) -> HandlerError {
 #[async_trait]
 impl Handler for HelpdeskNotify {
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        if ev.event_type == "budget.threshold_crossed" {
+            return self.budget(ev, tx).await;
+        }
         let told: ThresholdCrossed = ev.decode().map_err(|e| {
             HandlerError::Permanent(format!("contingent.threshold_crossed {}: {e}", ev.id))
         })?;
@@ -170,6 +172,113 @@ async fn stored_notice(
         notify: customer.notification_contacts,
         ..told
     })
+}
+
+/// The budget notice as the store knows it (like [`stored_notice`]): recorded in
+/// `budget_notices`, the contract the customer's, names and contacts from master data.
+async fn stored_budget_notice(
+    tx: &mut Tx<'_>,
+    told: BudgetThresholdCrossed,
+) -> Result<BudgetThresholdCrossed, HandlerError> {
+    let recorded: Option<String> = sqlx::query_scalar(
+        "SELECT entry_id FROM budget_notices \
+         WHERE contract_id = $1 AND period = $2 AND level = $3 AND percent = $4",
+    )
+    .bind(&told.contract_id)
+    .bind(told.period.to_string())
+    .bind(&told.level)
+    .bind(i64::from(told.percent))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let unknown = || {
+        HandlerError::Permanent(format!(
+            "unknown budget notice {}/{}/{}/{} %: not in the store, nobody notified",
+            told.contract_id, told.period, told.level, told.percent
+        ))
+    };
+    recorded.ok_or_else(unknown)?;
+    let contracts = crate::masterdata::contracts_in(tx, Some(&told.customer_id)).await?;
+    if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
+        return Err(unknown());
+    }
+    let customer = crate::masterdata::customer_in(tx, &told.customer_id)
+        .await?
+        .ok_or_else(unknown)?;
+    Ok(BudgetThresholdCrossed {
+        customer_name: customer.name,
+        notify: customer.notification_contacts,
+        ..told
+    })
+}
+
+impl HelpdeskNotify {
+    /// A budget level reached a threshold: an article on the contract's notice ticket.
+    async fn budget(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let told: BudgetThresholdCrossed = ev.decode().map_err(|e| {
+            HandlerError::Permanent(format!("budget.threshold_crossed {}: {e}", ev.id))
+        })?;
+        let n = stored_budget_notice(tx, told).await?;
+        let Some(first) = n.notify.first() else {
+            return Err(HandlerError::Permanent(format!(
+                "customer {} has no notification contact for budget notices",
+                n.customer_id
+            )));
+        };
+        let hub_ref = format!("drehkreuz-{}-{}", n.contract_id, n.period);
+        let ticket_id = ticket_once(
+            &self.client,
+            tx,
+            &hub_ref,
+            zammad::NewTicket::with_note(
+                format!(
+                    "Budget {} – {} ({})",
+                    n.contract_id, n.customer_name, n.period
+                ),
+                &self.group,
+                &first.email,
+                format!("{hub_ref},budget"),
+                "Budgetüberwachung".into(),
+                format!(
+                    "Überwachung des Budgets {} für {}.",
+                    n.contract_id, n.period
+                ),
+            ),
+        )
+        .await?
+        .0;
+        let to = n
+            .notify
+            .iter()
+            .map(|c| c.email.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let article = zammad::NewArticle {
+            ticket_id: Some(ticket_id),
+            subject: format!(
+                "Ihr Budget {} ({} Level): {} % erreicht",
+                n.contract_id, n.level, n.percent
+            ),
+            body: format!(
+                "Guten Tag {},\n\nIhr Budget {} für den {} Level ist im Zeitraum {} zu {} % ausgeschöpft ({} von {} Minuten, Stand {}).\n\
+                 Arbeiten über das Budget hinaus werden erst nach Ihrer Freigabe berechnet. Bitte sprechen Sie uns an, wenn Sie das Budget erhöhen möchten.\n",
+                first.name,
+                n.contract_id,
+                n.level,
+                n.period,
+                n.percent,
+                n.used_minutes,
+                n.cap_minutes,
+                n.at.with_timezone(&chrono_tz::Europe::Berlin).format("%d.%m.%Y %H:%M")
+            ),
+            content_type: "text/plain".into(),
+            kind: "email".into(),
+            internal: false,
+            to: Some(to),
+            sender: Some("Agent".into()),
+        };
+        self.client.add_article(&article).await.map_err(fail)?;
+        Ok(())
+    }
 }
 
 /// Why a Zammad ticket could not be turned into a canonical ticket.

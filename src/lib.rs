@@ -19,6 +19,7 @@ pub mod http;
 pub mod ingress;
 pub mod intake;
 pub mod masterdata;
+pub mod output;
 pub mod pipeline;
 pub mod relay;
 pub mod runtime;

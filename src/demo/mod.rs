@@ -798,7 +798,7 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
     }
     let _ = writeln!(summary, "results in {}", out.display());
     std::fs::write(out.join("summary.txt"), &summary)?;
-    print!("{summary}");
+    crate::out!("{summary}");
     db.pool.close().await;
     Ok(())
 }

@@ -46,12 +46,7 @@ async fn signed_webhook_to_invoice_preview() {
     let mut cfg = Config::default();
     cfg.hub.data_dir = dir.path().to_path_buf();
     cfg.bus.poll_interval_ms = 20;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    cfg.http.listen = format!("127.0.0.1:{port}");
+    let (listener, base) = support::listener().await;
     let mut mapping = zammad_mapping::MappingSettings::default();
     mapping.types.insert(
         "2".into(),
@@ -84,12 +79,10 @@ async fn signed_webhook_to_invoice_preview() {
     .unwrap();
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(async move { hub.run(s).await });
-    let url = format!("http://127.0.0.1:{port}/webhooks/zammad");
+    let task = tokio::spawn(async move { hub.run_with_listeners(listener, None, s).await });
+    let url = format!("{base}/webhooks/zammad");
     support::eventually(Duration::from_secs(10), "up", || async {
-        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .is_ok()
+        reqwest::get(format!("{base}/healthz")).await.is_ok()
     })
     .await;
     let c = reqwest::Client::new();
