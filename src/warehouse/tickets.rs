@@ -5,7 +5,9 @@
 //! - [`ReminderTicket`] (`asset-reminders`, on `asset.reminder_due`): one ticket per asset,
 //!   kind and window for the customer's account manager (or `[warehouse] ticket_customer`).
 //!
-//! Both go through [`crate::helpdesk::ticket_once`]: the hub's reference is a ticket tag and a
+//! Both read the fact from the store (the receipt, the recorded reminder and its asset; names
+//! and contacts from master data); the event only says which. Both go through
+//! [`crate::helpdesk::ticket_once`]: the hub's reference is a ticket tag and a
 //! row in `helpdesk_tickets`, so a retry or a redelivered event never opens a second ticket.
 
 use super::reminders::ReminderDue;
@@ -103,6 +105,50 @@ async fn customer_name(tx: &mut Tx<'_>, id: &str) -> Result<String, HandlerError
         .unwrap_or_else(|| id.to_string()))
 }
 
+/// The reminder as the store knows it: the reminder job must have recorded it
+/// (`asset_reminders`), the asset comes from the registry and the customer's name and account
+/// manager from master data — not from the event. An unknown reminder opens no ticket.
+async fn stored_reminder(tx: &mut Tx<'_>, told: ReminderDue) -> Result<ReminderDue, HandlerError> {
+    let unknown = || {
+        HandlerError::Permanent(format!(
+            "unknown asset reminder {:?} ({} {}, {} days): not in the store",
+            told.asset.id.chars().take(80).collect::<String>(),
+            told.kind,
+            told.ends_on,
+            told.window_days
+        ))
+    };
+    let recorded: Option<i64> = sqlx::query_scalar(
+        "SELECT window_days FROM asset_reminders WHERE asset_id = $1 AND kind = $2 AND ends_on = $3 AND window_days = $4",
+    )
+    .bind(&told.asset.id)
+    .bind(&told.kind)
+    .bind(told.ends_on.to_string())
+    .bind(i64::from(told.window_days))
+    .fetch_optional(&mut **tx)
+    .await?;
+    recorded.ok_or_else(unknown)?;
+    let row = sqlx::query(&format!(
+        "SELECT {} FROM assets WHERE id = $1",
+        super::assets::COLUMNS
+    ))
+    .bind(&told.asset.id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(unknown)?;
+    let asset = super::assets::asset_of(&row)?;
+    let customer = crate::masterdata::customer_in(tx, &asset.customer_id).await?;
+    Ok(ReminderDue {
+        customer_name: customer
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| asset.customer_id.clone()),
+        account_manager: customer.and_then(|c| c.account_manager),
+        asset,
+        ..told
+    })
+}
+
 /// The `pick-pack` handler.
 pub struct PickPackTicket {
     pub client: zammad::Client,
@@ -113,9 +159,8 @@ pub struct PickPackTicket {
 #[async_trait]
 impl Handler for PickPackTicket {
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        let g: ReceivedGoods = ev.decode().map_err(|e| {
-            HandlerError::Permanent(format!("goods_receipt.received {}: {e}", ev.id))
-        })?;
+        // The event names the receipt; the store says what it holds and whose it is.
+        let g: ReceivedGoods = super::receipts::stored_received(tx, ev).await?;
         let name = customer_name(tx, &g.customer_id).await?;
         let hub_ref = format!("drehkreuz-we-{}", tag_safe(&g.id));
         ticket_once(
@@ -149,9 +194,10 @@ pub struct ReminderTicket {
 #[async_trait]
 impl Handler for ReminderTicket {
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        let r: ReminderDue = ev
+        let told: ReminderDue = ev
             .decode()
             .map_err(|e| HandlerError::Permanent(format!("asset.reminder_due {}: {e}", ev.id)))?;
+        let r = stored_reminder(tx, told).await?;
         let what = match r.kind.as_str() {
             "licence" => "Lizenz",
             _ => "Garantie",
