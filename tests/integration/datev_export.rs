@@ -7,8 +7,14 @@ use canonical::work::{Ticket, TimeEntry};
 use drehkreuz::billing::run;
 use drehkreuz::store::work;
 
+/// The EXTF oracle: in `DREHKREUZ_ORACLES` if set, else beside the repo.
 fn oracle() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/oracles/datev_extf_check.py")
+    std::env::var_os("DREHKREUZ_ORACLES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/oracles")
+        })
+        .join("datev_extf_check.py")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
