@@ -178,6 +178,9 @@ pub struct HubSection {
     pub instance: String,
     /// `text` (human-readable, default) or `json`.
     pub log_format: LogFormat,
+    /// ANSI colours in text logs: `auto` (default: only when stderr, where logs go, is a
+    /// terminal and `NO_COLOR` is unset), `always` or `never`.
+    pub log_color: LogColor,
     /// How long graceful shutdown waits for in-flight work before giving up.
     pub shutdown_grace_secs: u64,
 }
@@ -187,6 +190,28 @@ pub struct HubSection {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// When text logs carry ANSI colour codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogColor {
+    /// Colour only when stderr is a terminal and `NO_COLOR` is not set.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl LogColor {
+    /// Whether to write ANSI codes, given whether the log stream is a terminal.
+    pub fn ansi(self, is_terminal: bool) -> bool {
+        match self {
+            LogColor::Always => true,
+            LogColor::Never => false,
+            LogColor::Auto => is_terminal && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -268,6 +293,7 @@ impl Default for HubSection {
             data_dir: PathBuf::from("./data"),
             instance: default_instance_name(),
             log_format: LogFormat::Text,
+            log_color: LogColor::Auto,
             shutdown_grace_secs: 30,
         }
     }
@@ -376,6 +402,7 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("DREHKREUZ_DATA_DIR", "hub.data_dir"),
     ("DREHKREUZ_INSTANCE", "hub.instance"),
     ("DREHKREUZ_LOG_FORMAT", "hub.log_format"),
+    ("DREHKREUZ_LOG_COLOR", "hub.log_color"),
     ("DREHKREUZ_HTTP_LISTEN", "http.listen"),
     ("DREHKREUZ_METRICS_LISTEN", "http.metrics_listen"),
 ];

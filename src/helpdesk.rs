@@ -1,6 +1,8 @@
 //! Helpdesk write-back (Zammad): the `helpdesk-notify` consumer turns
 //! `contingent.threshold_crossed` and `budget.threshold_crossed` (per level) into an e-mail
-//! article to the customer's notification contacts, on one notice ticket per contract and period. The ticket is found again by the hub's
+//! article to the customer's notification contacts (the notice must be one the store recorded;
+//! recipients and names come from master data), on one notice ticket per contract and period.
+//! The ticket is found again by the hub's
 //! reference (stored in `helpdesk_tickets`, and as a ticket tag in Zammad, searched before
 //! creating), so a retry never creates a second ticket; the inbox makes each notice one
 //! article. Zammad being down or busy (429, 5xx) is a transient error: the message comes back
@@ -74,9 +76,10 @@ impl Handler for HelpdeskNotify {
         if ev.event_type == "budget.threshold_crossed" {
             return self.budget(ev, tx).await;
         }
-        let n: ThresholdCrossed = ev.decode().map_err(|e| {
+        let told: ThresholdCrossed = ev.decode().map_err(|e| {
             HandlerError::Permanent(format!("contingent.threshold_crossed {}: {e}", ev.id))
         })?;
+        let n = stored_notice(tx, told).await?;
         let Some(first) = n.notify.first() else {
             return Err(HandlerError::Permanent(format!(
                 "customer {} has no notification contact for contingent notices",
@@ -139,9 +142,10 @@ impl Handler for HelpdeskNotify {
 impl HelpdeskNotify {
     /// A budget level reached a threshold: an article on the contract's notice ticket.
     async fn budget(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        let n: BudgetThresholdCrossed = ev.decode().map_err(|e| {
+        let told: BudgetThresholdCrossed = ev.decode().map_err(|e| {
             HandlerError::Permanent(format!("budget.threshold_crossed {}: {e}", ev.id))
         })?;
+        let n = stored_budget_notice(tx, told).await?;
         let Some(first) = n.notify.first() else {
             return Err(HandlerError::Permanent(format!(
                 "customer {} has no notification contact for budget notices",
@@ -205,6 +209,79 @@ impl HelpdeskNotify {
     }
 }
 
+/// The notice as the store knows it: the event names the contract, period and threshold; the
+/// store must have recorded that notice, the contract must be the customer's, and the customer's
+/// name and notification contacts come from master data, not from the event. A notice the store
+/// does not know (e.g. forged onto the bus) is a permanent error: nobody is written to.
+async fn stored_notice(
+    tx: &mut Tx<'_>,
+    told: ThresholdCrossed,
+) -> Result<ThresholdCrossed, HandlerError> {
+    let recorded: Option<String> = sqlx::query_scalar(
+        "SELECT entry_id FROM threshold_notices WHERE contract_id = $1 AND period = $2 AND percent = $3",
+    )
+    .bind(&told.contract_id)
+    .bind(told.period.to_string())
+    .bind(i64::from(told.percent))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let unknown = || {
+        HandlerError::Permanent(format!(
+            "unknown contingent notice {}/{}/{} %: not in the store, nobody notified",
+            told.contract_id, told.period, told.percent
+        ))
+    };
+    recorded.ok_or_else(unknown)?;
+    let contracts = crate::masterdata::contracts_in(tx, Some(&told.customer_id)).await?;
+    if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
+        return Err(unknown());
+    }
+    let customer = crate::masterdata::customer_in(tx, &told.customer_id)
+        .await?
+        .ok_or_else(unknown)?;
+    Ok(ThresholdCrossed {
+        customer_name: customer.name,
+        notify: customer.notification_contacts,
+        ..told
+    })
+}
+
+/// [`stored_notice`] for a budget notice: recorded in `budget_notices` (contract, period,
+/// level, percent), the contract the customer's, name and contacts from master data.
+async fn stored_budget_notice(
+    tx: &mut Tx<'_>,
+    told: BudgetThresholdCrossed,
+) -> Result<BudgetThresholdCrossed, HandlerError> {
+    let recorded: Option<String> = sqlx::query_scalar(
+        "SELECT entry_id FROM budget_notices WHERE contract_id = $1 AND period = $2 AND level = $3 AND percent = $4",
+    )
+    .bind(&told.contract_id)
+    .bind(told.period.to_string())
+    .bind(&told.level)
+    .bind(i64::from(told.percent))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let unknown = || {
+        HandlerError::Permanent(format!(
+            "unknown budget notice {}/{}/{}/{} %: not in the store, nobody notified",
+            told.contract_id, told.period, told.level, told.percent
+        ))
+    };
+    recorded.ok_or_else(unknown)?;
+    let contracts = crate::masterdata::contracts_in(tx, Some(&told.customer_id)).await?;
+    if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
+        return Err(unknown());
+    }
+    let customer = crate::masterdata::customer_in(tx, &told.customer_id)
+        .await?
+        .ok_or_else(unknown)?;
+    Ok(BudgetThresholdCrossed {
+        customer_name: customer.name,
+        notify: customer.notification_contacts,
+        ..told
+    })
+}
+
 /// Why a Zammad ticket could not be turned into a canonical ticket.
 #[derive(Debug, thiserror::Error)]
 pub enum TicketError {
@@ -227,7 +304,9 @@ pub async fn map_ticket(
         &mapping.customer_number_attribute,
         ticket.organization_id.clone(),
     ) {
-        let o = client.get_organization(&org).await?;
+        let o = client
+            .get_organization(org.parse().map_err(zammad::ZammadError::from)?)
+            .await?;
         ticket.customer_id = zammad_mapping::organization_customer(&o, mapping);
     }
     Ok(ticket)
@@ -250,12 +329,24 @@ pub const SYNC_ROUTING_KEYS: &[&str] = &["zammad.ticket_changed"];
 #[async_trait]
 impl Handler for ZammadSync {
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        let changed: crate::http::webhooks::TicketChanged = ev.decode().map_err(|e| {
-            HandlerError::Permanent(format!("zammad.ticket_changed {}: {e}", ev.id))
-        })?;
+        let changed = match crate::ingress::check(ev) {
+            Ok(crate::ingress::IngressRecord::TicketChanged(c)) => c,
+            Ok(_) => {
+                return Err(HandlerError::Permanent(format!(
+                    "{} {}: not a zammad.ticket_changed signal",
+                    ev.event_type, ev.id
+                )))
+            }
+            Err(e) => {
+                return Err(HandlerError::Permanent(format!(
+                    "zammad.ticket_changed {}: {e}",
+                    ev.id
+                )))
+            }
+        };
         let raw_ticket = self
             .client
-            .get_ticket(&changed.ticket_id)
+            .get_ticket(changed.ticket_id)
             .await
             .map_err(fail)?;
         let ticket = match map_ticket(&self.client, &raw_ticket, &self.source, &self.mapping).await
@@ -268,7 +359,7 @@ impl Handler for ZammadSync {
             .map_err(|e| HandlerError::Permanent(e.to_string()))?];
         for ta in self
             .client
-            .ticket_time_accountings(&changed.ticket_id)
+            .ticket_time_accountings(changed.ticket_id)
             .await
             .map_err(fail)?
         {
@@ -349,7 +440,10 @@ impl crate::schedule::Job for ZammadReconcile {
                             .await?
                             .is_none()
                         {
-                            let t = self.client.get_ticket(&e.ticket_id).await?;
+                            let t = self
+                                .client
+                                .get_ticket(e.ticket_id.parse::<zammad::ZammadId>()?)
+                                .await?;
                             let t = zammad_mapping::ticket(&t, &self.source, &self.mapping)?;
                             events.push(crate::intake::ticket_event(&t, false)?);
                         }

@@ -1,5 +1,9 @@
 //! The consumer that delivers finalized invoices to one export target (`export-<name>`).
 //!
+//! The `invoice.finalized` event only names the invoice (`data.number`); what is exported is
+//! the invoice as the store holds it. An event for an invoice the store does not have (e.g. one
+//! forged onto the bus) exports nothing and goes to the dead letters as "unknown invoice".
+//!
 //! For every format of the target: an invoice already in the export ledger for (target,
 //! format) is skipped (a redelivered event exports nothing twice); otherwise the files are
 //! rendered and delivered, and the ledger row (file, SHA-256) and an audit record are written
@@ -86,9 +90,25 @@ impl ExportSink {
 impl Handler for ExportSink {
     async fn handle(&self, ev: &canonical::Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
         use chrono::Datelike;
-        let inv: Invoice = ev
-            .decode()
-            .map_err(|e| HandlerError::Permanent(format!("invoice.finalized {}: {e}", ev.id)))?;
+        // The event says *which* invoice; the store says *what* it is. An invoice the store
+        // does not have is not exported, whatever the event carries.
+        let number = ev
+            .data
+            .get("number")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                HandlerError::Permanent(format!(
+                    "invoice.finalized {}: the event names no invoice (`number`)",
+                    ev.id
+                ))
+            })?;
+        let inv = stored_invoice(tx, number).await?.ok_or_else(|| {
+            HandlerError::Permanent(format!(
+                "unknown invoice {:?}: not in the store, nothing exported",
+                number.chars().take(80).collect::<String>()
+            ))
+        })?;
         let month = format!("{:04}-{:02}", inv.issue_date.year(), inv.issue_date.month());
         // Every format on its own: a format the invoice fails (e-invoice rules, settings,
         // writer, a permanent delivery refusal) is recorded and the others still land, so the
@@ -214,6 +234,22 @@ impl Handler for ExportSink {
         crate::telemetry::dead_lettered(&consumer);
         Ok(())
     }
+}
+
+/// The finalized invoice `number` as the store holds it (`None` if it has none).
+pub async fn stored_invoice(
+    tx: &mut Tx<'_>,
+    number: &str,
+) -> Result<Option<Invoice>, HandlerError> {
+    let doc: Option<String> = sqlx::query_scalar("SELECT document FROM invoices WHERE number = $1")
+        .bind(number)
+        .fetch_optional(&mut **tx)
+        .await?;
+    doc.map(|d| {
+        serde_json::from_str(&d)
+            .map_err(|e| HandlerError::Permanent(format!("stored invoice {number}: {e}")))
+    })
+    .transpose()
 }
 
 /// The file header's creation time derived from the invoices (latest issue day, midday).

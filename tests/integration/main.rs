@@ -14,5 +14,6 @@ mod helpdesk;
 mod hub_process;
 mod intake;
 mod store_conformance;
+mod trust_boundaries;
 mod warehouse;
 mod zammad;

@@ -2,7 +2,7 @@
 """Independent structure and arithmetic check of IDoc-XML (INVOIC02, ACC_DOCUMENT03).
 
 No public XSD exists for these basic types (they are generated per SAP system with WE60), so
-this checks what ../shared/reference/sap-warehouse.md §1 documents: IDoc-XML conventions (no
+this checks what the project's SAP reference notes (sap-warehouse.md §1) document: IDoc-XML conventions (no
 namespace, IDOC BEGIN="1", SEGMENT="1" everywhere, EDI_DC40 first, no empty fields, dates
 YYYYMMDD), the field lengths of the segments used, the header/item segment order, and the sums:
 INVOIC02 Σ NETWR ± header charges (E1EDK05) = E1EDS01 010, Σ E1EDK04 MWSBT = 005, 010 + 005 = 011, tax per rate =
