@@ -489,9 +489,7 @@ fn demo_runs_on_embedded_defaults_and_writes_results() {
         .map(|d| d["consumer"].as_str().unwrap())
         .collect();
     assert_eq!(consumers.len(), 1, "{dead}");
-    for c in ["export-einvoice"] {
-        assert!(consumers.contains(&c), "{c} in {consumers:?}");
-    }
+    assert_eq!(consumers, vec!["export-einvoice"], "{dead}");
     assert!(
         stdout.contains("refused: export-einvoice: xrechnung-ubl: invoice RE-2026-00004"),
         "{stdout}"
