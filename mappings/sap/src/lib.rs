@@ -1,4 +1,4 @@
-//! Canonical invoices → SAP IDoc-XML (`../shared/reference/sap-warehouse.md` §1).
+//! Canonical invoices → SAP IDoc-XML (SAP IDoc documentation: INVOIC02, ACC_DOCUMENT03).
 //!
 //! - [`invoic02`]: `INVOIC02` / message `INVOIC`, the invoice as a customer's SAP receives it
 //!   (logistics invoice verification or FI): header `E1EDK01`, partners `E1EDKA1` (RS, AG, RE,
