@@ -175,9 +175,15 @@ pub struct ZammadSync {
 pub const SYNC_CONSUMER: &str = "zammad-sync";
 pub const SYNC_ROUTING_KEYS: &[&str] = &["zammad.ticket_changed"];
 
-#[async_trait]
-impl Handler for ZammadSync {
-    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+/// What `zammad-sync` fetched from Zammad before its transaction opened.
+struct Fetched {
+    ticket: canonical::work::Ticket,
+    accountings: Vec<serde_json::Value>,
+}
+
+impl ZammadSync {
+    /// Phase 1: the ticket (and its organization) and its time accountings, from Zammad.
+    async fn fetch(&self, ev: &Envelope) -> Result<Fetched, HandlerError> {
         let changed: crate::http::webhooks::TicketChanged = ev.decode().map_err(|e| {
             HandlerError::Permanent(format!("zammad.ticket_changed {}: {e}", ev.id))
         })?;
@@ -192,15 +198,23 @@ impl Handler for ZammadSync {
             Err(TicketError::Zammad(e)) => return Err(fail(e)),
             Err(TicketError::Mapping(e)) => return Err(HandlerError::Permanent(e.to_string())),
         };
-        let mut events = vec![crate::intake::ticket_event(&ticket, false)
-            .map_err(|e| HandlerError::Permanent(e.to_string()))?];
-        for ta in self
+        let accountings = self
             .client
             .ticket_time_accountings(&changed.ticket_id)
             .await
-            .map_err(fail)?
-        {
-            match zammad_mapping::time_accounting(&ta, &self.source, &self.mapping) {
+            .map_err(fail)?;
+        Ok(Fetched {
+            ticket,
+            accountings,
+        })
+    }
+
+    /// Phase 2: events to the outbox, unmappable accountings to the review list.
+    async fn write(&self, f: &Fetched, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let mut events = vec![crate::intake::ticket_event(&f.ticket, false)
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?];
+        for ta in &f.accountings {
+            match zammad_mapping::time_accounting(ta, &self.source, &self.mapping) {
                 Ok(entry) => events.push(
                     crate::intake::time_entry_event(&entry, false)
                         .map_err(|e| HandlerError::Permanent(e.to_string()))?,
@@ -215,7 +229,7 @@ impl Handler for ZammadSync {
                             ta.get("id").cloned().unwrap_or_default()
                         ),
                         &e.to_string(),
-                        &ta,
+                        ta,
                     )
                     .await?;
                 }
@@ -223,6 +237,36 @@ impl Handler for ZammadSync {
         }
         crate::store::outbox::enqueue_many(tx, &events).await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Handler for ZammadSync {
+    /// Every Zammad call happens here, before the transaction (and SQLite's write lock).
+    async fn prepare(
+        &self,
+        _db: &crate::store::Db,
+        ev: &Envelope,
+    ) -> Result<crate::bus::Prepared, HandlerError> {
+        Ok(Some(std::sync::Arc::new(self.fetch(ev).await?)))
+    }
+
+    async fn apply(
+        &self,
+        ev: &Envelope,
+        prepared: crate::bus::Prepared,
+        tx: &mut Tx<'_>,
+    ) -> Result<(), HandlerError> {
+        match prepared.as_ref().and_then(|p| p.downcast_ref::<Fetched>()) {
+            Some(f) => self.write(f, tx).await,
+            None => self.handle(ev, tx).await,
+        }
+    }
+
+    /// Both phases at once (for callers outside the bus); the bus uses prepare/apply.
+    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let f = self.fetch(ev).await?;
+        self.write(&f, tx).await
     }
 }
 

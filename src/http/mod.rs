@@ -112,9 +112,17 @@ async fn healthz() -> impl IntoResponse {
         (status = 200, description = "Ready", body = Object),
         (status = 503, description = "Store or bus not ready", body = Object)))]
 async fn readyz(State(st): State<AppState>) -> Response {
+    // Every probe is bounded: an unreachable store answers 503 within about a second.
     let store_ok = st.db.ping().await;
     let bus = st.bus.health();
-    let backlog = outbox::backlog(&st.db).await.ok();
+    let backlog = if store_ok {
+        tokio::time::timeout(crate::store::PING_TIMEOUT, outbox::backlog(&st.db))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+    } else {
+        None
+    };
     let ready = store_ok && bus.ready;
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not ready" },
@@ -122,12 +130,16 @@ async fn readyz(State(st): State<AppState>) -> Response {
         "bus": bus,
         "outbox_backlog": backlog,
     });
-    let code = if ready {
-        StatusCode::OK
+    if ready {
+        (StatusCode::OK, Json(body)).into_response()
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(body)).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, problem::RETRY_AFTER_SECS)],
+            Json(body),
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {

@@ -2,14 +2,13 @@
 //! through the bus, preview → adjust → approve → finalize, gapless numbers under concurrent
 //! finalizers, immutability, credit notes, late entries in the next run.
 
-
+use crate::support::*;
 use canonical::work::{Period, Ticket, TimeEntry};
 use drehkreuz::billing::run::{self, RunState};
 use drehkreuz::billing::WriteOffTarget;
 use drehkreuz::masterdata::MasterData;
 use drehkreuz::store::{work, Db};
 use rust_decimal_macros::dec;
-use crate::support::*;
 
 const MD: &str = include_str!("../../docs/examples/master-data.toml");
 

@@ -1,7 +1,7 @@
 //! Bus conformance: the same scenarios against the embedded bus (SQLite) and RabbitMQ
 //! (with PostgreSQL as the store), both real, on loopback.
 
-
+use crate::support::*;
 use async_trait::async_trait;
 use canonical::Envelope;
 use drehkreuz::bus::{Bus, Consumer, ConsumerSpec, Handler, HandlerError};
@@ -11,7 +11,6 @@ use drehkreuz::store::{deadletter, outbox, Db, Tx};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use crate::support::*;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

@@ -1,6 +1,5 @@
 //! The `drehkreuz` binary as an operator uses it: config check, migrate, dlq.
 
-
 use std::process::Command;
 
 fn drehkreuz(dir: &std::path::Path) -> Command {

@@ -140,7 +140,7 @@ fn target(name: &str, formats: &[&str], dir: Option<&Path>, url: Option<String>)
         name: name.into(),
         formats: formats.iter().map(|f| f.to_string()).collect(),
         dir: dir.map(Path::to_path_buf),
-        url,
+        url: url.map(drehkreuz::config::SecretUrl::new),
         token: None,
         zugferd_profile: "en16931".into(),
     }

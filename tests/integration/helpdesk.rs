@@ -4,11 +4,11 @@
 
 use crate::support;
 
+use crate::support::fake_zammad::fake_zammad;
 use drehkreuz::billing::ledger::ThresholdCrossed;
 use drehkreuz::bus::{apply, Outcome};
 use drehkreuz::helpdesk::HelpdeskNotify;
 use std::sync::atomic::Ordering;
-use crate::support::fake_zammad::fake_zammad;
 
 fn notice(percent: u32) -> canonical::Envelope {
     let n = ThresholdCrossed {

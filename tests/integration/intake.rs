@@ -3,6 +3,7 @@
 
 use crate::support;
 
+use crate::support::*;
 use canonical::work::{Ticket, TimeEntry};
 use drehkreuz::bus::{Bus, ConsumerSpec};
 use drehkreuz::config::BusKind;
@@ -11,7 +12,6 @@ use drehkreuz::relay::Relay;
 use drehkreuz::store::{deadletter, outbox, review, work, Db};
 use std::sync::Arc;
 use std::time::Duration;
-use crate::support::*;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

@@ -1,6 +1,6 @@
 //! Store conformance: the same checks against SQLite and PostgreSQL (real, on loopback).
 
-
+use crate::support::*;
 use async_trait::async_trait;
 use canonical::Envelope;
 use drehkreuz::schedule::{Entry, Job, Scheduler};
@@ -9,7 +9,6 @@ use drehkreuz::store::{inbox, now_ms, outbox, schedule, Db};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use crate::support::*;
 
 fn ev(n: usize) -> Envelope {
     let t = "2026-05-04T10:00:00.123456Z".parse().unwrap();
