@@ -510,32 +510,34 @@ async fn embedded_backlog_flows_again_within_the_lease_after_kill_9() {
     let port = free_port();
     let mut child = spawn_hub_process(dir.path(), port);
     // Kill -9 as soon as work is under way.
-    let settled = "SELECT (SELECT COUNT(*) FROM inbox WHERE consumer = 'intake') + \
-                   (SELECT COUNT(*) FROM dead_letters WHERE consumer = 'intake')";
+    let c = drehkreuz::intake::CONSUMER;
+    let settled = &format!(
+        "SELECT COUNT(*) FROM (SELECT message_id FROM inbox WHERE consumer = '{c}' \
+         UNION SELECT message_id FROM dead_letters WHERE consumer = '{c}') AS settled"
+    );
+    let leased_sql = || {
+        format!(
+            "SELECT COUNT(*) FROM bus_queue WHERE locked_until > {}",
+            drehkreuz::store::now_ms()
+        )
+    };
     let started = Instant::now();
-    loop {
-        let queued = count(&db, "SELECT COUNT(*) FROM bus_queue").await;
-        if queued > 0 || count(&db, settled).await > 0 {
-            break;
-        }
+    while count(&db, &leased_sql()).await == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "the hub never started working"
+            "the hub never leased work"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     child.kill().expect("kill -9");
     let _ = child.wait();
     let at_kill = count(&db, settled).await;
-    let leased = count(
-        &db,
-        &format!(
-            "SELECT COUNT(*) FROM bus_queue WHERE locked_until > {}",
-            drehkreuz::store::now_ms()
-        ),
-    )
-    .await;
+    let leased = count(&db, &leased_sql()).await;
     eprintln!("at kill: {at_kill} of {N} settled, {leased} rows leased by the dead process");
+    assert!(
+        leased > 0,
+        "killed mid-work: rows are still leased by the dead process"
+    );
 
     let restarted = Instant::now();
     let mut child = spawn_hub_process(dir.path(), free_port());
@@ -555,11 +557,32 @@ async fn embedded_backlog_flows_again_within_the_lease_after_kill_9() {
     .await;
     let _ = child.kill();
     let _ = child.wait();
-    let done = result.unwrap_or_else(|_| {
+    let Ok(done) = result else {
+        let diag = format!(
+            "settled {}, queued {}, leased {}, outbox pending {}, dead letters {:?}",
+            count(&db, settled).await,
+            count(&db, "SELECT COUNT(*) FROM bus_queue").await,
+            count(
+                &db,
+                &format!(
+                    "SELECT COUNT(*) FROM bus_queue WHERE locked_until > {}",
+                    drehkreuz::store::now_ms()
+                )
+            )
+            .await,
+            count(&db, "SELECT COUNT(*) FROM outbox_pending").await,
+            sqlx::query_scalar::<_, String>(
+                "SELECT consumer || ': ' || reason FROM dead_letters LIMIT 3"
+            )
+            .fetch_all(&db.pool)
+            .await
+            .unwrap_or_default(),
+        );
         panic!(
-            "backlog did not drain within {bound:?} of the restart ({:?})",
+            "backlog did not drain within {bound:?} of the restart ({:?}): {diag}",
             restarted.elapsed()
         )
-    });
-    assert_eq!(done as usize, N, "each message settled once");
+    };
+    // Every message settled (a dead letter may repeat after a crash: at-least-once).
+    assert_eq!(done as usize, N, "every message settled");
 }
