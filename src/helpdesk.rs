@@ -59,6 +59,69 @@ pub async fn ticket_once(
     Ok((id, created))
 }
 
+/// Phase-1 form of [`ticket_once`] for [`Handler::prepare`]: the same lookup (`helpdesk_tickets`
+/// through the pool, then Zammad by tag) and creation, with no transaction open while Zammad
+/// is called. Record the result in phase 2 with [`record_ticket`].
+pub async fn ticket_once_outside(
+    client: &zammad::Client,
+    db: &crate::store::Db,
+    hub_ref: &str,
+    ticket: zammad::NewTicket,
+) -> Result<(u64, bool), HandlerError> {
+    let known: Option<i64> =
+        sqlx::query_scalar("SELECT ticket_id FROM helpdesk_tickets WHERE hub_ref = $1")
+            .bind(hub_ref)
+            .fetch_optional(&db.pool)
+            .await?;
+    if let Some(id) = known {
+        return Ok((id as u64, false));
+    }
+    let found = client
+        .search_tickets(&format!("tags:{hub_ref}"))
+        .await
+        .map_err(fail)?;
+    Ok(match found.first() {
+        Some(t) => (t.id, false),
+        None => (client.create_ticket(&ticket).await.map_err(fail)?.id, true),
+    })
+}
+
+/// Phase 2 of [`ticket_once_outside`]: remembers the hub's ticket.
+pub async fn record_ticket(tx: &mut Tx<'_>, hub_ref: &str, id: u64) -> Result<(), HandlerError> {
+    sqlx::query(
+        "INSERT INTO helpdesk_tickets (hub_ref, ticket_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(hub_ref)
+    .bind(id as i64)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// What a ticket-writing handler did in phase 1: the hub's reference and Zammad's ticket id.
+pub struct TicketDone {
+    pub hub_ref: String,
+    pub ticket_id: u64,
+}
+
+/// Phase 2 of a ticket-writing handler: record the ticket from phase 1.
+pub async fn apply_ticket_done(
+    prepared: &crate::bus::Prepared,
+    tx: &mut Tx<'_>,
+) -> Result<bool, HandlerError> {
+    match prepared
+        .as_ref()
+        .and_then(|p| p.downcast_ref::<TicketDone>())
+    {
+        Some(d) => {
+            record_ticket(tx, &d.hub_ref, d.ticket_id).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// A Zammad error as a handler error: transient (retry) or permanent (dead letter).
 pub fn fail(e: zammad::ZammadError) -> HandlerError {
     if e.is_transient() {
@@ -68,9 +131,12 @@ pub fn fail(e: zammad::ZammadError) -> HandlerError {
     }
 }
 
-#[async_trait]
-impl Handler for HelpdeskNotify {
-    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+impl HelpdeskNotify {
+    /// The notice ticket (by the hub's reference) and the article to add to it.
+    fn plan(
+        &self,
+        ev: &Envelope,
+    ) -> Result<(String, zammad::NewTicket, zammad::NewArticle), HandlerError> {
         let n: ThresholdCrossed = ev.decode().map_err(|e| {
             HandlerError::Permanent(format!("contingent.threshold_crossed {}: {e}", ev.id))
         })?;
@@ -81,27 +147,20 @@ impl Handler for HelpdeskNotify {
             )));
         };
         let hub_ref = format!("drehkreuz-{}-{}", n.contract_id, n.period);
-        let ticket_id = ticket_once(
-            &self.client,
-            tx,
-            &hub_ref,
-            zammad::NewTicket::with_note(
-                format!(
-                    "Kontingent {} – {} ({})",
-                    n.contract_id, n.customer_name, n.period
-                ),
-                &self.group,
-                &first.email,
-                format!("{hub_ref},kontingent"),
-                "Kontingentüberwachung".into(),
-                format!(
-                    "Überwachung des Kontingents {} für {}.",
-                    n.contract_id, n.period
-                ),
+        let ticket = zammad::NewTicket::with_note(
+            format!(
+                "Kontingent {} – {} ({})",
+                n.contract_id, n.customer_name, n.period
             ),
-        )
-        .await?
-        .0;
+            &self.group,
+            &first.email,
+            format!("{hub_ref},kontingent"),
+            "Kontingentüberwachung".into(),
+            format!(
+                "Überwachung des Kontingents {} für {}.",
+                n.contract_id, n.period
+            ),
+        );
         let to = n
             .notify
             .iter()
@@ -109,7 +168,7 @@ impl Handler for HelpdeskNotify {
             .collect::<Vec<_>>()
             .join(", ");
         let article = zammad::NewArticle {
-            ticket_id: Some(ticket_id),
+            ticket_id: None,
             subject: format!("Ihr Kontingent {}: {} % erreicht", n.contract_id, n.percent),
             body: format!(
                 "Guten Tag {},\n\nIhr Support-Kontingent {} ist im Zeitraum {} zu {} % verbraucht ({} von {} Minuten, Stand {}).\n\
@@ -128,6 +187,42 @@ impl Handler for HelpdeskNotify {
             to: Some(to),
             sender: Some("Agent".into()),
         };
+        Ok((hub_ref, ticket, article))
+    }
+}
+
+#[async_trait]
+impl Handler for HelpdeskNotify {
+    /// Every Zammad call (find or open the ticket, add the article) before the transaction.
+    async fn prepare(
+        &self,
+        db: &crate::store::Db,
+        ev: &Envelope,
+    ) -> Result<crate::bus::Prepared, HandlerError> {
+        let (hub_ref, ticket, mut article) = self.plan(ev)?;
+        let (ticket_id, _) = ticket_once_outside(&self.client, db, &hub_ref, ticket).await?;
+        article.ticket_id = Some(ticket_id);
+        self.client.add_article(&article).await.map_err(fail)?;
+        Ok(Some(std::sync::Arc::new(TicketDone { hub_ref, ticket_id })))
+    }
+
+    async fn apply(
+        &self,
+        ev: &Envelope,
+        prepared: crate::bus::Prepared,
+        tx: &mut Tx<'_>,
+    ) -> Result<(), HandlerError> {
+        if apply_ticket_done(&prepared, tx).await? {
+            return Ok(());
+        }
+        self.handle(ev, tx).await
+    }
+
+    /// Both phases at once (for callers outside the bus).
+    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let (hub_ref, ticket, mut article) = self.plan(ev)?;
+        let ticket_id = ticket_once(&self.client, tx, &hub_ref, ticket).await?.0;
+        article.ticket_id = Some(ticket_id);
         self.client.add_article(&article).await.map_err(fail)?;
         Ok(())
     }

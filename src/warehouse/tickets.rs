@@ -10,7 +10,7 @@
 
 use super::reminders::ReminderDue;
 use crate::bus::{Handler, HandlerError};
-use crate::helpdesk::ticket_once;
+use crate::helpdesk::{apply_ticket_done, ticket_once, ticket_once_outside, TicketDone};
 use crate::store::Tx;
 use async_trait::async_trait;
 use canonical::goods::ReceivedGoods;
@@ -110,31 +110,68 @@ pub struct PickPackTicket {
     pub ticket_customer: String,
 }
 
+impl PickPackTicket {
+    fn decode(ev: &Envelope) -> Result<ReceivedGoods, HandlerError> {
+        ev.decode()
+            .map_err(|e| HandlerError::Permanent(format!("goods_receipt.received {}: {e}", ev.id)))
+    }
+
+    fn plan(&self, g: &ReceivedGoods, name: &str) -> (String, zammad::NewTicket) {
+        let hub_ref = format!("drehkreuz-we-{}", tag_safe(&g.id));
+        let ticket = zammad::NewTicket::with_note(
+            format!(
+                "Pick & Pack: Wareneingang {} – {}",
+                g.receipt.receipt_id, name
+            ),
+            &self.group,
+            &self.ticket_customer,
+            format!("{hub_ref},pick-pack"),
+            format!("Wareneingang {}", g.receipt.receipt_id),
+            pick_pack_body(g, name),
+        );
+        (hub_ref, ticket)
+    }
+}
+
 #[async_trait]
 impl Handler for PickPackTicket {
+    /// Reads the customer's name (connection released again), then calls Zammad — no
+    /// transaction is open meanwhile.
+    async fn prepare(
+        &self,
+        db: &crate::store::Db,
+        ev: &Envelope,
+    ) -> Result<crate::bus::Prepared, HandlerError> {
+        let g = Self::decode(ev)?;
+        let name = {
+            let mut conn = db.pool.acquire().await?;
+            crate::masterdata::customer_in(&mut conn, &g.customer_id)
+                .await?
+                .map(|c| c.name)
+                .unwrap_or_else(|| g.customer_id.clone())
+        };
+        let (hub_ref, ticket) = self.plan(&g, &name);
+        let (ticket_id, _) = ticket_once_outside(&self.client, db, &hub_ref, ticket).await?;
+        Ok(Some(std::sync::Arc::new(TicketDone { hub_ref, ticket_id })))
+    }
+
+    async fn apply(
+        &self,
+        ev: &Envelope,
+        prepared: crate::bus::Prepared,
+        tx: &mut Tx<'_>,
+    ) -> Result<(), HandlerError> {
+        if apply_ticket_done(&prepared, tx).await? {
+            return Ok(());
+        }
+        self.handle(ev, tx).await
+    }
+
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        let g: ReceivedGoods = ev.decode().map_err(|e| {
-            HandlerError::Permanent(format!("goods_receipt.received {}: {e}", ev.id))
-        })?;
+        let g = Self::decode(ev)?;
         let name = customer_name(tx, &g.customer_id).await?;
-        let hub_ref = format!("drehkreuz-we-{}", tag_safe(&g.id));
-        ticket_once(
-            &self.client,
-            tx,
-            &hub_ref,
-            zammad::NewTicket::with_note(
-                format!(
-                    "Pick & Pack: Wareneingang {} – {}",
-                    g.receipt.receipt_id, name
-                ),
-                &self.group,
-                &self.ticket_customer,
-                format!("{hub_ref},pick-pack"),
-                format!("Wareneingang {}", g.receipt.receipt_id),
-                pick_pack_body(&g, &name),
-            ),
-        )
-        .await?;
+        let (hub_ref, ticket) = self.plan(&g, &name);
+        ticket_once(&self.client, tx, &hub_ref, ticket).await?;
         Ok(())
     }
 }
@@ -146,9 +183,8 @@ pub struct ReminderTicket {
     pub ticket_customer: String,
 }
 
-#[async_trait]
-impl Handler for ReminderTicket {
-    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+impl ReminderTicket {
+    fn plan(&self, ev: &Envelope) -> Result<(String, zammad::NewTicket), HandlerError> {
         let r: ReminderDue = ev
             .decode()
             .map_err(|e| HandlerError::Permanent(format!("asset.reminder_due {}: {e}", ev.id)))?;
@@ -185,24 +221,50 @@ impl Handler for ReminderTicket {
             r.asset.description.as_deref().unwrap_or(""),
             r.asset.receipt,
         );
-        ticket_once(
-            &self.client,
-            tx,
-            &hub_ref,
-            zammad::NewTicket::with_note(
-                format!(
-                    "{what} endet {}: {} – {item}",
-                    r.ends_on.format("%d.%m.%Y"),
-                    r.customer_name
-                ),
-                &self.group,
-                &contact,
-                format!("{hub_ref},{}-erinnerung", r.kind),
-                format!("{what}serinnerung ({} Tage)", r.window_days),
-                body,
+        let ticket = zammad::NewTicket::with_note(
+            format!(
+                "{what} endet {}: {} – {item}",
+                r.ends_on.format("%d.%m.%Y"),
+                r.customer_name
             ),
-        )
-        .await?;
+            &self.group,
+            &contact,
+            format!("{hub_ref},{}-erinnerung", r.kind),
+            format!("{what}serinnerung ({} Tage)", r.window_days),
+            body,
+        );
+        Ok((hub_ref, ticket))
+    }
+}
+
+#[async_trait]
+impl Handler for ReminderTicket {
+    /// Zammad is called before the transaction opens.
+    async fn prepare(
+        &self,
+        db: &crate::store::Db,
+        ev: &Envelope,
+    ) -> Result<crate::bus::Prepared, HandlerError> {
+        let (hub_ref, ticket) = self.plan(ev)?;
+        let (ticket_id, _) = ticket_once_outside(&self.client, db, &hub_ref, ticket).await?;
+        Ok(Some(std::sync::Arc::new(TicketDone { hub_ref, ticket_id })))
+    }
+
+    async fn apply(
+        &self,
+        ev: &Envelope,
+        prepared: crate::bus::Prepared,
+        tx: &mut Tx<'_>,
+    ) -> Result<(), HandlerError> {
+        if apply_ticket_done(&prepared, tx).await? {
+            return Ok(());
+        }
+        self.handle(ev, tx).await
+    }
+
+    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let (hub_ref, ticket) = self.plan(ev)?;
+        ticket_once(&self.client, tx, &hub_ref, ticket).await?;
         Ok(())
     }
 }
