@@ -13,7 +13,7 @@
 #[path = "../tests/fixtures/invoices.rs"]
 mod fixtures;
 
-use canonical::invoice::{cents, vat_and_totals, Invoice};
+use canonical::invoice::{vat_and_totals, Invoice};
 use rust_decimal::Decimal;
 use std::time::Instant;
 
@@ -31,7 +31,7 @@ fn invoices(n: usize) -> Vec<Invoice> {
             for (k, l) in inv.lines.iter_mut().enumerate() {
                 let q = Decimal::from(((i + k) % 7 + 1) as i64) / Decimal::from(4);
                 l.quantity = if l.quantity < Decimal::ZERO { -q } else { q };
-                l.net = cents(l.quantity * l.unit_price);
+                l.net = canonical::invoice::line_net(l.quantity, l.unit_price, l.base_quantity());
             }
             let (vat, totals) = vat_and_totals(&inv.lines);
             inv.vat = vat;

@@ -29,7 +29,7 @@ fn pg_admin() -> String {
 }
 
 const ITSCOPE: &str = include_str!(
-    "../../shared/samples/warehouse/opentrans21_dispatchnotification_itscope_serials.xml"
+    "../tests/fixtures/warehouse/opentrans21_dispatchnotification_itscope_serials.xml"
 );
 
 fn opentrans(n: usize) -> Vec<u8> {

@@ -1,25 +1,146 @@
-//! Access control for the HTTP API: bearer tokens with roles.
+//! Access control: who may do what. Bearer tokens with roles, the permissions endpoints ask
+//! for, and the table of which event types each role may post ([`EVENT_TYPES`]).
 //!
 //! Roles: `admin` (configuration, master data, dead letters, tokens), `accounting` (invoice
 //! runs, credit notes, exports), `intake:<source>` (one per posting system: may only post its
-//! own documents), `viewer:<customer>` (read-only: that customer's contingents, assets and
-//! service reports). Admin and accounting may read every customer's data; nobody but
-//! accounting touches invoices (separation of duties: an admin cannot approve invoices).
+//! own work, receipts and signals), `viewer:<customer>` (read-only: that customer's
+//! contingents, assets and service reports). Admin and accounting may read every customer's
+//! data; nobody but accounting touches invoices (separation of duties: an admin cannot approve
+//! invoices). Nobody — not even admin — may post an event type only the hub produces
+//! (invoices, exports, ledger and threshold notices, assets, received goods).
+//!
+//! This module has no HTTP in it: access decides, the HTTP layer asks ([`Caller::require`]
+//! returns an [`AccessError`], which `http::problem` turns into 403 or 422).
 //!
 //! A token is `dkt_<id>_<secret>`; only SHA-256(secret) is stored, compared in constant time.
 //! Every request looks the token up, so a revocation takes effect at once.
 //! Missing or bad token → 401; a valid token without the permission (or for another customer)
 //! → 403, decided before any object is looked up, so a 403 never tells whether it exists.
 
-use crate::http::problem::Problem;
-use crate::http::AppState;
 use crate::store::{audit, tokens, Db};
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-use axum::http::StatusCode;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+/// The longest source-system name (the first segment of an event's `source`).
+pub const MAX_SOURCE_NAME: usize = 64;
+
+pub use canonical::work::is_source_name;
+
+/// The source-system name of a CloudEvents `source` such as `/lager` or `/lager/site-1`: its
+/// first segment. Every segment must be `[a-z0-9][a-z0-9_.-]{0,63}` without `..` (so
+/// `/lager/../zammad`, `lager`, `/Lager` and `/lager//x` are refused).
+pub fn source_system(source: &str) -> Result<&str, AccessError> {
+    let bad = || AccessError::BadSource {
+        given: source.chars().take(80).collect(),
+    };
+    let rest = source.strip_prefix('/').ok_or_else(bad)?;
+    if rest.contains("..") || source.len() > 255 {
+        return Err(bad());
+    }
+    let mut segments = rest.split('/');
+    let system = segments
+        .next()
+        .filter(|s| is_source_name(s))
+        .ok_or_else(bad)?;
+    for seg in segments {
+        let mut chars = seg.chars();
+        let ok = matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+            && seg.len() <= MAX_SOURCE_NAME
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
+        if !ok {
+            return Err(bad());
+        }
+    }
+    Ok(system)
+}
+
+/// Who produces an event type, and so who may post it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Producer {
+    /// A source system's own work (tickets, time entries, usage): `intake:<source>` for its own
+    /// source, `admin` for any source. The payload's `source` must be the event's.
+    SourceSystem,
+    /// A signal from a source system: it says only *which* record changed, the hub fetches
+    /// *what* from the system itself (e.g. Zammad). Same posters as [`Producer::SourceSystem`].
+    Signal,
+    /// Only the hub produces it, from its own store; nobody may post it.
+    Hub,
+}
+
+/// Every event type the hub knows: who produces it. Posting any other type is refused (422);
+/// posting a [`Producer::Hub`] type is forbidden (403) for every role.
+///
+/// Goods receipts are posted as documents (`POST /api/v1/goods-receipts`); the hub stores them
+/// and then produces `goods_receipt.received` itself.
+pub const EVENT_TYPES: &[(&str, Producer)] = &[
+    ("ticket.created", Producer::SourceSystem),
+    ("ticket.updated", Producer::SourceSystem),
+    ("ticket.deleted", Producer::SourceSystem),
+    ("time_entry.created", Producer::SourceSystem),
+    ("time_entry.updated", Producer::SourceSystem),
+    ("time_entry.deleted", Producer::SourceSystem),
+    ("usage.recorded", Producer::SourceSystem),
+    ("zammad.ticket_changed", Producer::Signal),
+    ("work.recorded", Producer::Hub),
+    ("contingent.threshold_crossed", Producer::Hub),
+    ("invoice.finalized", Producer::Hub),
+    ("goods_receipt.received", Producer::Hub),
+    ("asset.reminder_due", Producer::Hub),
+];
+
+/// Type prefixes reserved for the hub: an unknown type under one of them is forbidden (403),
+/// not merely unknown, so `invoice.anything` or `export.anything` never reads as "try again".
+pub const HUB_NAMESPACES: &[&str] = &[
+    "invoice",
+    "invoice_run",
+    "credit_note",
+    "export",
+    "contingent",
+    "ledger",
+    "work",
+    "asset",
+    "goods_receipt",
+    "dead_letter",
+    "token",
+    "hub",
+    "drehkreuz",
+];
+
+/// Who produces `event_type`; `None` for a type the hub does not know.
+pub fn producer_of(event_type: &str) -> Option<Producer> {
+    EVENT_TYPES
+        .iter()
+        .find(|(t, _)| *t == event_type)
+        .map(|(_, p)| *p)
+        .or_else(|| {
+            let ns = event_type.split('.').next().unwrap_or_default();
+            HUB_NAMESPACES.contains(&ns).then_some(Producer::Hub)
+        })
+}
+
+/// Why access was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// The role may not do this (HTTP 403).
+    #[error("role `{role}` may not {action}")]
+    Forbidden { role: String, action: String },
+    /// The event type is not one the hub knows (HTTP 422 on `type`).
+    #[error("unknown event type {event_type:?}: expected one of {}", postable_types().join(", "))]
+    UnknownEventType { event_type: String },
+    /// The `source` is not `/<source>[/<segment>…]` (HTTP 422 on `source`).
+    #[error("source {given:?} is not /<name>[/<segment>…] with names [a-z0-9][a-z0-9_-]{{0,63}} (no `..`)")]
+    BadSource { given: String },
+}
+
+/// The event types a source system may post (for messages and documentation).
+pub fn postable_types() -> Vec<&'static str> {
+    EVENT_TYPES
+        .iter()
+        .filter(|(_, p)| *p != Producer::Hub)
+        .map(|(t, _)| *t)
+        .collect()
+}
 
 /// What a token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +167,7 @@ impl std::fmt::Display for Role {
 impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let valid_name = |n: &str| {
+        let valid_customer = |n: &str| {
             !n.is_empty()
                 && n.len() <= 64
                 && n.chars()
@@ -55,11 +176,11 @@ impl std::str::FromStr for Role {
         match s.split_once(':') {
             None if s == "admin" => Ok(Role::Admin),
             None if s == "accounting" => Ok(Role::Accounting),
-            Some(("intake", src)) if valid_name(src) => Ok(Role::Intake(src.to_string())),
-            Some(("viewer", cust)) if valid_name(cust) => Ok(Role::Viewer(cust.to_string())),
+            Some(("intake", src)) if is_source_name(src) => Ok(Role::Intake(src.to_string())),
+            Some(("viewer", cust)) if valid_customer(cust) => Ok(Role::Viewer(cust.to_string())),
             _ => Err(format!(
-                "unknown role {s:?}: expected admin, accounting, intake:<source> or viewer:<customer> \
-                 (names: letters, digits, - _ .)"
+                "unknown role {s:?}: expected admin, accounting, intake:<source> (source: \
+                 [a-z0-9][a-z0-9_-]{{0,63}}) or viewer:<customer> (letters, digits, - _ .)"
             )),
         }
     }
@@ -72,21 +193,91 @@ pub enum Permission<'a> {
     Admin,
     /// Invoice runs, credit notes, exports.
     Accounting,
-    /// Posting documents as this source system.
-    Intake(&'a str),
+    /// Posting one event of `event_type` with this CloudEvents `source` (see [`EVENT_TYPES`]).
+    PostEvent {
+        event_type: &'a str,
+        source: &'a str,
+    },
+    /// Posting documents (goods receipts, purchase-order registrations) as a source system.
+    PostDocuments,
+    /// Reading or acting on the goods receipt `<source>:<document number>`.
+    ReadReceipt(&'a str),
     /// Reading this customer's data.
     ViewCustomer(&'a str),
 }
 
 impl Role {
+    /// Whether the role holds the permission; the error says why not.
+    pub fn check(&self, p: &Permission<'_>) -> Result<(), AccessError> {
+        let forbidden = |action: String| AccessError::Forbidden {
+            role: self.to_string(),
+            action,
+        };
+        match p {
+            Permission::PostEvent { event_type, source } => {
+                if !matches!(self, Role::Admin | Role::Intake(_)) {
+                    return Err(forbidden("post events".into()));
+                }
+                let producer =
+                    producer_of(event_type).ok_or_else(|| AccessError::UnknownEventType {
+                        event_type: event_type.chars().take(80).collect(),
+                    })?;
+                if producer == Producer::Hub {
+                    return Err(forbidden(format!(
+                        "post `{event_type}` events: only the hub itself produces them"
+                    )));
+                }
+                let system = source_system(source)?;
+                match self {
+                    Role::Admin => Ok(()),
+                    Role::Intake(mine) if mine == system => Ok(()),
+                    Role::Intake(_) => Err(forbidden(format!(
+                        "post events from source {source:?} (only its own source)"
+                    ))),
+                    _ => Err(forbidden("post events".into())),
+                }
+            }
+            _ if self.allows(p) => Ok(()),
+            _ => Err(forbidden(match p {
+                Permission::Admin => "do this (needs admin)".into(),
+                Permission::Accounting => "do this (needs accounting)".into(),
+                Permission::PostDocuments => {
+                    "post documents (needs intake:<source> or admin)".into()
+                }
+                Permission::ReadReceipt(id) => format!("read goods receipt {id:?}"),
+                Permission::ViewCustomer(c) => format!("read customer {c:?}"),
+                Permission::PostEvent { .. } => "post events".into(),
+            })),
+        }
+    }
+
+    /// Whether the role holds the permission.
     pub fn allows(&self, p: &Permission<'_>) -> bool {
         match (self, p) {
+            (_, Permission::PostEvent { .. }) => self.check(p).is_ok(),
             (Role::Admin, Permission::Admin) => true,
             (Role::Accounting, Permission::Accounting) => true,
-            (Role::Intake(mine), Permission::Intake(src)) => mine == src,
+            (Role::Admin | Role::Intake(_), Permission::PostDocuments) => true,
+            (Role::Admin | Role::Accounting, Permission::ReadReceipt(_)) => true,
+            (Role::Intake(mine), Permission::ReadReceipt(id)) => id
+                .split_once(':')
+                .is_some_and(|(src, _)| src == mine.as_str()),
             (Role::Admin | Role::Accounting, Permission::ViewCustomer(_)) => true,
             (Role::Viewer(mine), Permission::ViewCustomer(c)) => mine == c,
             _ => false,
+        }
+    }
+
+    /// The source system this role posts documents as: its intake name; `admin` posts as
+    /// `manual`. Other roles may not post.
+    pub fn posting_source(&self) -> Result<&str, AccessError> {
+        match self {
+            Role::Intake(name) => Ok(name),
+            Role::Admin => Ok("manual"),
+            _ => Err(AccessError::Forbidden {
+                role: self.to_string(),
+                action: "post documents (needs intake:<source> or admin)".into(),
+            }),
         }
     }
 }
@@ -99,48 +290,19 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// `Ok` if the caller holds the permission, else a 403 problem.
-    pub fn require(&self, p: Permission<'_>) -> Result<(), Problem> {
-        if self.role.allows(&p) {
-            Ok(())
-        } else {
-            Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                format!("role `{}` may not do this", self.role),
-            ))
-        }
+    /// `Ok` if the caller holds the permission, else why not.
+    pub fn require(&self, p: Permission<'_>) -> Result<(), AccessError> {
+        self.role.check(&p)
+    }
+
+    /// The source system this caller posts documents as (see [`Role::posting_source`]).
+    pub fn posting_source(&self) -> Result<&str, AccessError> {
+        self.role.posting_source()
     }
 
     /// The audit actor name.
     pub fn actor(&self) -> String {
         format!("token:{}", self.token_id)
-    }
-}
-
-fn unauthorized(detail: &str) -> Problem {
-    Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail)
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = Problem;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>` header"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| unauthorized("expected `Authorization: Bearer <token>`"))?;
-        verify(&state.db, token.trim())
-            .await
-            .map_err(|_| Problem::unavailable("token check failed; retry later"))?
-            .ok_or_else(|| unauthorized("invalid or revoked token"))
     }
 }
 
@@ -273,15 +435,83 @@ mod tests {
         assert!(admin.allows(&Permission::Admin) && !admin.allows(&Permission::Accounting));
         assert!(acc.allows(&Permission::Accounting) && !acc.allows(&Permission::Admin));
         assert!(
-            wh.allows(&Permission::Intake("warehouse"))
-                && !wh.allows(&Permission::Intake("zammad"))
+            wh.allows(&Permission::ReadReceipt("warehouse:LS-1"))
+                && !wh.allows(&Permission::ReadReceipt("zammad:LS-1"))
+                && !wh.allows(&Permission::ReadReceipt("warehouse"))
         );
+        assert!(wh.allows(&Permission::PostDocuments) && !v.allows(&Permission::PostDocuments));
+        assert_eq!(wh.posting_source(), Ok("warehouse"));
+        assert_eq!(admin.posting_source(), Ok("manual"));
+        assert!(acc.posting_source().is_err());
+        assert!("intake:Lager".parse::<Role>().is_err());
+        assert!("intake:a.b".parse::<Role>().is_err());
         assert!(
             v.allows(&Permission::ViewCustomer("C-1001"))
                 && !v.allows(&Permission::ViewCustomer("C-1002"))
         );
         assert!(!v.allows(&Permission::Admin) && !wh.allows(&Permission::ViewCustomer("C-1001")));
         assert_eq!(v.to_string(), "viewer:C-1001");
+    }
+
+    #[test]
+    fn event_type_table_decides_who_posts_what() {
+        let wh: Role = "intake:lager".parse().unwrap();
+        let post = |role: &Role, t: &str, src: &str| {
+            role.check(&Permission::PostEvent {
+                event_type: t,
+                source: src,
+            })
+        };
+        assert_eq!(post(&wh, "time_entry.created", "/lager"), Ok(()));
+        assert_eq!(post(&wh, "ticket.updated", "/lager/site-1.example"), Ok(()));
+        assert_eq!(post(&Role::Admin, "usage.recorded", "/any"), Ok(()));
+        for hub_only in [
+            "invoice.finalized",
+            "invoice.anything",
+            "export.done",
+            "work.recorded",
+            "contingent.threshold_crossed",
+            "goods_receipt.received",
+        ] {
+            for role in [&wh, &Role::Admin] {
+                assert!(
+                    matches!(
+                        post(role, hub_only, "/lager"),
+                        Err(AccessError::Forbidden { .. })
+                    ),
+                    "{role} {hub_only}"
+                );
+            }
+        }
+        assert!(matches!(
+            post(&wh, "nobody.listens", "/lager"),
+            Err(AccessError::UnknownEventType { .. })
+        ));
+        assert!(matches!(
+            post(&wh, "ticket.created", "/zammad"),
+            Err(AccessError::Forbidden { .. })
+        ));
+        assert!(matches!(
+            post(&Role::Accounting, "ticket.created", "/lager"),
+            Err(AccessError::Forbidden { .. })
+        ));
+        for bad in [
+            "/lager/../zammad",
+            "lager",
+            "/Lager",
+            "/lager//x",
+            "/",
+            "/lager/..",
+            "/la ger",
+        ] {
+            assert!(
+                matches!(
+                    post(&wh, "ticket.created", bad),
+                    Err(AccessError::BadSource { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -220,7 +220,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init_logging(cfg.hub.log_format);
+    crate::telemetry::init_logging(cfg.hub.log_format, cfg.hub.log_color);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -249,11 +249,11 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Migrate => {
             let db = Db::connect(&cfg.database_url(), 2).await?;
             db.migrate().await?;
-            println!("migrations applied ({})", db.backend.name());
+            crate::outln!("migrations applied ({})", db.backend.name());
             Ok(())
         }
         Command::Config(ConfigCommand::Check) => {
-            print!("{}", cfg.redacted());
+            crate::out!("{}", cfg.redacted());
             Ok(())
         }
         Command::Dlq(cmd) => dlq(cmd, cfg).await,
@@ -266,7 +266,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
                 .collect::<Result<Vec<_>, _>>()?;
             let db = Db::open(&cfg.database_url(), 2).await?;
             crate::store::outbox::enqueue_all(&db, &events).await?;
-            println!(
+            crate::outln!(
                 "{} time entries queued for intake (outbox); the running hub applies them",
                 events.len()
             );
@@ -281,7 +281,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             let s = crate::masterdata::import(&db, &doc, &crate::access::cli_actor())
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            println!(
+            crate::outln!(
                 "imported: seller {}, {} number ranges, {} customers, {} contracts",
                 if s.seller { "yes" } else { "no" },
                 s.number_ranges,
@@ -322,7 +322,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
                 }
                 if !refused.is_empty() {
                     for f in crate::export::write_files(&args.out, &files)? {
-                        println!("wrote {}", f.display());
+                        crate::outln!("wrote {}", f.display());
                     }
                     anyhow::bail!(
                         "{} invoice(s) not exported:\n  {}",
@@ -333,7 +333,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
                 files
             };
             for f in crate::export::write_files(&args.out, &files)? {
-                println!("wrote {}", f.display());
+                crate::outln!("wrote {}", f.display());
             }
             Ok(())
         }
@@ -344,7 +344,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
                     let inv = crate::billing::run::invoice(&db, &number)
                         .await?
                         .ok_or_else(|| anyhow::anyhow!("no invoice {number}"))?;
-                    println!("{}", serde_json::to_string_pretty(&inv)?);
+                    crate::outln!("{}", serde_json::to_string_pretty(&inv)?);
                 }
                 InvoiceCommand::Credit { number, reason } => {
                     let note = crate::billing::run::credit(
@@ -354,9 +354,11 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
                         &crate::access::cli_actor(),
                     )
                     .await?;
-                    println!(
+                    crate::outln!(
                         "credit note {} for {} ({} EUR gross)",
-                        note.number, number, note.totals.gross
+                        note.number,
+                        number,
+                        note.totals.gross
                     );
                 }
             }
@@ -366,12 +368,12 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             let db = Db::open(&cfg.database_url(), 2).await?;
             let items = crate::store::review::list(&db, all).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&items)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&items)?);
             } else if items.is_empty() {
-                println!("the review list is empty");
+                crate::outln!("the review list is empty");
             } else {
                 for i in items {
-                    println!(
+                    crate::outln!(
                         "{:>5}  {:<22} {:<10} {:<24} {}{}",
                         i.id,
                         i.kind,
@@ -410,12 +412,12 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             };
             let rows = crate::store::audit::list(&db, &f).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
-                println!("no audit entries");
+                crate::outln!("no audit entries");
             } else {
                 for r in rows {
-                    println!(
+                    crate::outln!(
                         "{:>6}  {}  {:<28}  {:<24}  {:<28}  {} → {}",
                         r.id,
                         r.at.format("%Y-%m-%d %H:%M:%S"),
@@ -440,9 +442,9 @@ async fn invoice_run(cmd: RunCommand, cfg: Config) -> anyhow::Result<()> {
     let db = Db::open(&cfg.database_url(), 4).await?;
     let actor = crate::access::cli_actor();
     let print = |r: &run::InvoiceRun| {
-        println!("invoice run {} — period {} — {:?}", r.id, r.period, r.state);
+        crate::outln!("invoice run {} — period {} — {:?}", r.id, r.period, r.state);
         for t in &r.targets {
-            println!(
+            crate::outln!(
                 "  {:<10} {:<10} {:>3} lines  net {:>10}  VAT {:>9}  gross {:>10}{}",
                 t.customer_id,
                 t.contract_id,
@@ -457,7 +459,7 @@ async fn invoice_run(cmd: RunCommand, cfg: Config) -> anyhow::Result<()> {
             );
         }
         for p in &r.problems {
-            println!("  problem: {p}");
+            crate::outln!("  problem: {p}");
         }
     };
     match cmd {
@@ -471,7 +473,7 @@ async fn invoice_run(cmd: RunCommand, cfg: Config) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--period: {e}"))?;
             let r = run::preview(&db, period, customer.as_deref(), &actor).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print(&r);
             }
@@ -491,7 +493,7 @@ async fn invoice_run(cmd: RunCommand, cfg: Config) -> anyhow::Result<()> {
         }
         RunCommand::Approve { run: id } => print(&run::approve(&db, &id, &actor).await?),
         RunCommand::Finalize { run: id } => print(&run::finalize(&db, &id, &actor).await?),
-        RunCommand::Show { run: id } => println!(
+        RunCommand::Show { run: id } => crate::outln!(
             "{}",
             serde_json::to_string_pretty(&run::load(&db, &id).await?)?
         ),
@@ -508,7 +510,7 @@ async fn invoice_run(cmd: RunCommand, cfg: Config) -> anyhow::Result<()> {
                     crate::billing::report::html(&t.report),
                 )?;
             }
-            println!(
+            crate::outln!(
                 "{} service reports written to {}",
                 r.targets.len(),
                 out.display()
@@ -541,20 +543,20 @@ async fn token(cmd: TokenCommand, cfg: Config) -> anyhow::Result<()> {
                 anyhow::bail!("--name must not be empty");
             }
             let t = crate::access::create_token(&db, &name, &role, &actor).await?;
-            println!("token id: {}", t.id);
-            println!("role:     {}", t.role);
-            println!("token:    {}", t.token);
-            println!("(shown once: only its hash is stored)");
+            crate::outln!("token id: {}", t.id);
+            crate::outln!("role:     {}", t.role);
+            crate::outln!("token:    {}", t.token);
+            crate::outln!("(shown once: only its hash is stored)");
         }
         TokenCommand::List { json } => {
             let list = crate::store::tokens::list(&db).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
-                println!("no tokens");
+                crate::outln!("no tokens");
             } else {
                 for t in list {
-                    println!(
+                    crate::outln!(
                         "{}  {:<24}  {:<28}  created {}{}",
                         t.id,
                         t.role,
@@ -571,7 +573,7 @@ async fn token(cmd: TokenCommand, cfg: Config) -> anyhow::Result<()> {
             if !crate::access::revoke_token(&db, &id, &actor).await? {
                 anyhow::bail!("no active token with id {id}");
             }
-            println!("revoked token {id}");
+            crate::outln!("revoked token {id}");
         }
     }
     Ok(())
@@ -588,16 +590,20 @@ async fn dlq(cmd: DlqCommand, cfg: Config) -> anyhow::Result<()> {
         } => {
             let rows = deadletter::list(&db, consumer.as_deref(), all, limit).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
-                println!("no dead letters");
+                crate::outln!("no dead letters");
             } else {
-                println!(
+                crate::outln!(
                     "{:>6}  {:<20}  {:<24}  {:>3}  {:<20}  reason",
-                    "id", "consumer", "type", "try", "dead at"
+                    "id",
+                    "consumer",
+                    "type",
+                    "try",
+                    "dead at"
                 );
                 for r in rows {
-                    println!(
+                    crate::outln!(
                         "{:>6}  {:<20}  {:<24}  {:>3}  {:<20}  {}{}",
                         r.id,
                         r.consumer,
@@ -615,7 +621,7 @@ async fn dlq(cmd: DlqCommand, cfg: Config) -> anyhow::Result<()> {
             }
         }
         DlqCommand::Show { id } => match deadletter::get(&db, id).await? {
-            Some(d) => println!("{}", serde_json::to_string_pretty(&d)?),
+            Some(d) => crate::outln!("{}", serde_json::to_string_pretty(&d)?),
             None => anyhow::bail!("no dead letter with id {id}"),
         },
         DlqCommand::Replay { ids, consumer } => {
@@ -636,7 +642,7 @@ async fn dlq(cmd: DlqCommand, cfg: Config) -> anyhow::Result<()> {
             let bus = crate::bus::from_config(&cfg, &db).await?;
             for d in targets {
                 if d.replayed_at.is_some() {
-                    println!("dead letter {} was already replayed; skipped", d.id);
+                    crate::outln!("dead letter {} was already replayed; skipped", d.id);
                     continue;
                 }
                 bus.replay(&d).await?;
@@ -654,9 +660,11 @@ async fn dlq(cmd: DlqCommand, cfg: Config) -> anyhow::Result<()> {
                 )
                 .await?;
                 tx.commit().await?;
-                println!(
+                crate::outln!(
                     "replayed dead letter {} ({} → {})",
-                    d.id, d.routing_key, d.consumer
+                    d.id,
+                    d.routing_key,
+                    d.consumer
                 );
             }
         }

@@ -254,6 +254,9 @@ pub struct HubSection {
     pub instance: String,
     /// `text` (human-readable, default) or `json`.
     pub log_format: LogFormat,
+    /// ANSI colours in text logs: `auto` (default: only when stderr, where logs go, is a
+    /// terminal and `NO_COLOR` is unset), `always` or `never`.
+    pub log_color: LogColor,
     /// How long graceful shutdown waits for in-flight work before giving up.
     pub shutdown_grace_secs: u64,
 }
@@ -263,6 +266,28 @@ pub struct HubSection {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// When text logs carry ANSI colour codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogColor {
+    /// Colour only when stderr is a terminal and `NO_COLOR` is not set.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl LogColor {
+    /// Whether to write ANSI codes, given whether the log stream is a terminal.
+    pub fn ansi(self, is_terminal: bool) -> bool {
+        match self {
+            LogColor::Always => true,
+            LogColor::Never => false,
+            LogColor::Auto => is_terminal && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -353,6 +378,7 @@ impl Default for HubSection {
             data_dir: PathBuf::from("./data"),
             instance: default_instance_name(),
             log_format: LogFormat::Text,
+            log_color: LogColor::Auto,
             shutdown_grace_secs: 30,
         }
     }
@@ -465,6 +491,7 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("DREHKREUZ_DATA_DIR", "hub.data_dir"),
     ("DREHKREUZ_INSTANCE", "hub.instance"),
     ("DREHKREUZ_LOG_FORMAT", "hub.log_format"),
+    ("DREHKREUZ_LOG_COLOR", "hub.log_color"),
     ("DREHKREUZ_HTTP_LISTEN", "http.listen"),
     ("DREHKREUZ_METRICS_LISTEN", "http.metrics_listen"),
 ];
@@ -473,6 +500,16 @@ impl Config {
     /// Loads the file (if given) and applies the environment overrides, then validates.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder();
+        // The default schedules as the lowest layer: a configured `[schedule.<name>]` (file or
+        // `DREHKREUZ_SCHEDULE__<NAME>__<KEY>`) replaces only its own keys; the other defaults,
+        // the monthly invoice run included, stay. `enabled = false` switches one off.
+        for (name, s) in Config::default().schedule {
+            builder = builder
+                .set_default(format!("schedule.{name}.cron"), s.cron)
+                .and_then(|b| b.set_default(format!("schedule.{name}.timezone"), s.timezone))
+                .and_then(|b| b.set_default(format!("schedule.{name}.enabled"), s.enabled))
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         if let Some(path) = file {
             if !path.exists() {
                 return Err(ConfigError::File {

@@ -1,12 +1,12 @@
 //! Helpdesk write-back (Zammad): the `helpdesk-notify` consumer turns
-//! `contingent.threshold_crossed` into an e-mail article to the customer's notification contacts,
-//! on one notice ticket per contract and period. The ticket is found again by the hub's
+//! `contingent.threshold_crossed` and `budget.threshold_crossed` (per level) into an e-mail
+//! article to the customer's notification contacts, on one notice ticket per contract and period. The ticket is found again by the hub's
 //! reference (stored in `helpdesk_tickets`, and as a ticket tag in Zammad, searched before
 //! creating), so a retry never creates a second ticket; the inbox makes each notice one
 //! article. Zammad being down or busy (429, 5xx) is a transient error: the message comes back
 //! with backoff.
 
-use crate::billing::ledger::ThresholdCrossed;
+use crate::billing::ledger::{BudgetThresholdCrossed, ThresholdCrossed};
 use crate::bus::{Handler, HandlerError};
 use crate::store::{now_ms, Tx};
 use async_trait::async_trait;
@@ -14,7 +14,7 @@ use canonical::Envelope;
 
 /// The consumer's queue and binding.
 pub const CONSUMER: &str = "helpdesk-notify";
-pub const ROUTING_KEYS: &[&str] = &["contingent.threshold_crossed"];
+pub const ROUTING_KEYS: &[&str] = &["contingent.threshold_crossed", "budget.threshold_crossed"];
 
 /// The `helpdesk-notify` handler.
 pub struct HelpdeskNotify {
@@ -131,15 +131,16 @@ pub fn fail(e: zammad::ZammadError) -> HandlerError {
     }
 }
 
-impl HelpdeskNotify {
-    /// The notice ticket (by the hub's reference) and the article to add to it.
-    fn plan(
-        &self,
-        ev: &Envelope,
-    ) -> Result<(String, zammad::NewTicket, zammad::NewArticle), HandlerError> {
-        let n: ThresholdCrossed = ev.decode().map_err(|e| {
+#[async_trait]
+impl Handler for HelpdeskNotify {
+    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        if ev.event_type == "budget.threshold_crossed" {
+            return self.budget(ev, tx).await;
+        }
+        let told: ThresholdCrossed = ev.decode().map_err(|e| {
             HandlerError::Permanent(format!("contingent.threshold_crossed {}: {e}", ev.id))
         })?;
+        let n = stored_notice(tx, told).await?;
         let Some(first) = n.notify.first() else {
             return Err(HandlerError::Permanent(format!(
                 "customer {} has no notification contact for contingent notices",
@@ -147,20 +148,27 @@ impl HelpdeskNotify {
             )));
         };
         let hub_ref = format!("drehkreuz-{}-{}", n.contract_id, n.period);
-        let ticket = zammad::NewTicket::with_note(
-            format!(
-                "Kontingent {} – {} ({})",
-                n.contract_id, n.customer_name, n.period
+        let ticket_id = ticket_once(
+            &self.client,
+            tx,
+            &hub_ref,
+            zammad::NewTicket::with_note(
+                format!(
+                    "Kontingent {} – {} ({})",
+                    n.contract_id, n.customer_name, n.period
+                ),
+                &self.group,
+                &first.email,
+                format!("{hub_ref},kontingent"),
+                "Kontingentüberwachung".into(),
+                format!(
+                    "Überwachung des Kontingents {} für {}.",
+                    n.contract_id, n.period
+                ),
             ),
-            &self.group,
-            &first.email,
-            format!("{hub_ref},kontingent"),
-            "Kontingentüberwachung".into(),
-            format!(
-                "Überwachung des Kontingents {} für {}.",
-                n.contract_id, n.period
-            ),
-        );
+        )
+        .await?
+        .0;
         let to = n
             .notify
             .iter()
@@ -168,7 +176,7 @@ impl HelpdeskNotify {
             .collect::<Vec<_>>()
             .join(", ");
         let article = zammad::NewArticle {
-            ticket_id: None,
+            ticket_id: Some(ticket_id),
             subject: format!("Ihr Kontingent {}: {} % erreicht", n.contract_id, n.percent),
             body: format!(
                 "Guten Tag {},\n\nIhr Support-Kontingent {} ist im Zeitraum {} zu {} % verbraucht ({} von {} Minuten, Stand {}).\n\
@@ -187,42 +195,150 @@ impl HelpdeskNotify {
             to: Some(to),
             sender: Some("Agent".into()),
         };
-        Ok((hub_ref, ticket, article))
+        self.client.add_article(&article).await.map_err(fail)?;
+        Ok(())
     }
 }
 
-#[async_trait]
-impl Handler for HelpdeskNotify {
-    /// Every Zammad call (find or open the ticket, add the article) before the transaction.
-    async fn prepare(
-        &self,
-        db: &crate::store::Db,
-        ev: &Envelope,
-    ) -> Result<crate::bus::Prepared, HandlerError> {
-        let (hub_ref, ticket, mut article) = self.plan(ev)?;
-        let (ticket_id, _) = ticket_once_outside(&self.client, db, &hub_ref, ticket).await?;
-        article.ticket_id = Some(ticket_id);
-        self.client.add_article(&article).await.map_err(fail)?;
-        Ok(Some(std::sync::Arc::new(TicketDone { hub_ref, ticket_id })))
+/// The notice as the store knows it: the event names the contract, period and threshold; the
+/// store must have recorded that notice, the contract must be the customer's, and the customer's
+/// name and notification contacts come from master data, not from the event. A notice the store
+/// does not know (e.g. forged onto the bus) is a permanent error: nobody is written to.
+async fn stored_notice(
+    tx: &mut Tx<'_>,
+    told: ThresholdCrossed,
+) -> Result<ThresholdCrossed, HandlerError> {
+    let recorded: Option<String> = sqlx::query_scalar(
+        "SELECT entry_id FROM threshold_notices WHERE contract_id = $1 AND period = $2 AND percent = $3",
+    )
+    .bind(&told.contract_id)
+    .bind(told.period.to_string())
+    .bind(i64::from(told.percent))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let unknown = || {
+        HandlerError::Permanent(format!(
+            "unknown contingent notice {}/{}/{} %: not in the store, nobody notified",
+            told.contract_id, told.period, told.percent
+        ))
+    };
+    recorded.ok_or_else(unknown)?;
+    let contracts = crate::masterdata::contracts_in(tx, Some(&told.customer_id)).await?;
+    if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
+        return Err(unknown());
     }
+    let customer = crate::masterdata::customer_in(tx, &told.customer_id)
+        .await?
+        .ok_or_else(unknown)?;
+    Ok(ThresholdCrossed {
+        customer_name: customer.name,
+        notify: customer.notification_contacts,
+        ..told
+    })
+}
 
-    async fn apply(
-        &self,
-        ev: &Envelope,
-        prepared: crate::bus::Prepared,
-        tx: &mut Tx<'_>,
-    ) -> Result<(), HandlerError> {
-        if apply_ticket_done(&prepared, tx).await? {
-            return Ok(());
-        }
-        self.handle(ev, tx).await
+/// The budget notice as the store knows it (like [`stored_notice`]): recorded in
+/// `budget_notices`, the contract the customer's, names and contacts from master data.
+async fn stored_budget_notice(
+    tx: &mut Tx<'_>,
+    told: BudgetThresholdCrossed,
+) -> Result<BudgetThresholdCrossed, HandlerError> {
+    let recorded: Option<String> = sqlx::query_scalar(
+        "SELECT entry_id FROM budget_notices \
+         WHERE contract_id = $1 AND period = $2 AND level = $3 AND percent = $4",
+    )
+    .bind(&told.contract_id)
+    .bind(told.period.to_string())
+    .bind(&told.level)
+    .bind(i64::from(told.percent))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let unknown = || {
+        HandlerError::Permanent(format!(
+            "unknown budget notice {}/{}/{}/{} %: not in the store, nobody notified",
+            told.contract_id, told.period, told.level, told.percent
+        ))
+    };
+    recorded.ok_or_else(unknown)?;
+    let contracts = crate::masterdata::contracts_in(tx, Some(&told.customer_id)).await?;
+    if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
+        return Err(unknown());
     }
+    let customer = crate::masterdata::customer_in(tx, &told.customer_id)
+        .await?
+        .ok_or_else(unknown)?;
+    Ok(BudgetThresholdCrossed {
+        customer_name: customer.name,
+        notify: customer.notification_contacts,
+        ..told
+    })
+}
 
-    /// Both phases at once (for callers outside the bus).
-    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        let (hub_ref, ticket, mut article) = self.plan(ev)?;
-        let ticket_id = ticket_once(&self.client, tx, &hub_ref, ticket).await?.0;
-        article.ticket_id = Some(ticket_id);
+impl HelpdeskNotify {
+    /// A budget level reached a threshold: an article on the contract's notice ticket.
+    async fn budget(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let told: BudgetThresholdCrossed = ev.decode().map_err(|e| {
+            HandlerError::Permanent(format!("budget.threshold_crossed {}: {e}", ev.id))
+        })?;
+        let n = stored_budget_notice(tx, told).await?;
+        let Some(first) = n.notify.first() else {
+            return Err(HandlerError::Permanent(format!(
+                "customer {} has no notification contact for budget notices",
+                n.customer_id
+            )));
+        };
+        let hub_ref = format!("drehkreuz-{}-{}", n.contract_id, n.period);
+        let ticket_id = ticket_once(
+            &self.client,
+            tx,
+            &hub_ref,
+            zammad::NewTicket::with_note(
+                format!(
+                    "Budget {} – {} ({})",
+                    n.contract_id, n.customer_name, n.period
+                ),
+                &self.group,
+                &first.email,
+                format!("{hub_ref},budget"),
+                "Budgetüberwachung".into(),
+                format!(
+                    "Überwachung des Budgets {} für {}.",
+                    n.contract_id, n.period
+                ),
+            ),
+        )
+        .await?
+        .0;
+        let to = n
+            .notify
+            .iter()
+            .map(|c| c.email.clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let article = zammad::NewArticle {
+            ticket_id: Some(ticket_id),
+            subject: format!(
+                "Ihr Budget {} ({} Level): {} % erreicht",
+                n.contract_id, n.level, n.percent
+            ),
+            body: format!(
+                "Guten Tag {},\n\nIhr Budget {} für den {} Level ist im Zeitraum {} zu {} % ausgeschöpft ({} von {} Minuten, Stand {}).\n\
+                 Arbeiten über das Budget hinaus werden erst nach Ihrer Freigabe berechnet. Bitte sprechen Sie uns an, wenn Sie das Budget erhöhen möchten.\n",
+                first.name,
+                n.contract_id,
+                n.level,
+                n.period,
+                n.percent,
+                n.used_minutes,
+                n.cap_minutes,
+                n.at.with_timezone(&chrono_tz::Europe::Berlin).format("%d.%m.%Y %H:%M")
+            ),
+            content_type: "text/plain".into(),
+            kind: "email".into(),
+            internal: false,
+            to: Some(to),
+            sender: Some("Agent".into()),
+        };
         self.client.add_article(&article).await.map_err(fail)?;
         Ok(())
     }
@@ -250,7 +366,9 @@ pub async fn map_ticket(
         &mapping.customer_number_attribute,
         ticket.organization_id.clone(),
     ) {
-        let o = client.get_organization(&org).await?;
+        let o = client
+            .get_organization(org.parse().map_err(zammad::ZammadError::from)?)
+            .await?;
         ticket.customer_id = zammad_mapping::organization_customer(&o, mapping);
     }
     Ok(ticket)
@@ -279,12 +397,24 @@ struct Fetched {
 impl ZammadSync {
     /// Phase 1: the ticket (and its organization) and its time accountings, from Zammad.
     async fn fetch(&self, ev: &Envelope) -> Result<Fetched, HandlerError> {
-        let changed: crate::http::webhooks::TicketChanged = ev.decode().map_err(|e| {
-            HandlerError::Permanent(format!("zammad.ticket_changed {}: {e}", ev.id))
-        })?;
+        let changed = match crate::ingress::check(ev) {
+            Ok(crate::ingress::IngressRecord::TicketChanged(c)) => c,
+            Ok(_) => {
+                return Err(HandlerError::Permanent(format!(
+                    "{} {}: not a zammad.ticket_changed signal",
+                    ev.event_type, ev.id
+                )))
+            }
+            Err(e) => {
+                return Err(HandlerError::Permanent(format!(
+                    "zammad.ticket_changed {}: {e}",
+                    ev.id
+                )))
+            }
+        };
         let raw_ticket = self
             .client
-            .get_ticket(&changed.ticket_id)
+            .get_ticket(changed.ticket_id)
             .await
             .map_err(fail)?;
         let ticket = match map_ticket(&self.client, &raw_ticket, &self.source, &self.mapping).await
@@ -295,7 +425,7 @@ impl ZammadSync {
         };
         let accountings = self
             .client
-            .ticket_time_accountings(&changed.ticket_id)
+            .ticket_time_accountings(changed.ticket_id)
             .await
             .map_err(fail)?;
         Ok(Fetched {
@@ -416,7 +546,10 @@ impl crate::schedule::Job for ZammadReconcile {
                             .await?
                             .is_none()
                         {
-                            let t = self.client.get_ticket(&e.ticket_id).await?;
+                            let t = self
+                                .client
+                                .get_ticket(e.ticket_id.parse::<zammad::ZammadId>()?)
+                                .await?;
                             let t = zammad_mapping::ticket(&t, &self.source, &self.mapping)?;
                             events.push(crate::intake::ticket_event(&t, false)?);
                         }

@@ -8,46 +8,32 @@
 //! billed is not applied but put on the review list (corrections go through credit notes).
 
 use crate::bus::{Handler, HandlerError};
+use crate::ingress::IngressRecord;
 use crate::store::{review, work, Tx};
 use async_trait::async_trait;
-use canonical::work::{Ticket, TimeEntry, UsageRecord};
+use canonical::work::{Ticket, TimeEntry};
 use canonical::Envelope;
-use serde::{Deserialize, Serialize};
 
 /// The consumer's queue name.
 pub const CONSUMER: &str = "work-intake";
 /// The event types it is bound to.
 pub const ROUTING_KEYS: &[&str] = &["ticket.*", "time_entry.*", "usage.*"];
 
-/// Body of `ticket.deleted` and `time_entry.deleted`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Deletion {
-    pub source: String,
-    pub id: String,
-    pub version: i64,
-}
+/// Body of `ticket.deleted` and `time_entry.deleted` (defined with the canonical records).
+pub use canonical::work::Deletion;
 
 /// The `work-intake` handler.
 pub struct WorkIntake;
 
-fn decode<T: serde::de::DeserializeOwned>(ev: &Envelope, what: &str) -> Result<T, HandlerError> {
-    ev.decode::<T>().map_err(|e| {
-        HandlerError::Permanent(format!(
-            "{} {}: not a valid {what}: {e}",
-            ev.event_type, ev.id
-        ))
-    })
-}
-
 #[async_trait]
 impl Handler for WorkIntake {
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        match ev.event_type.as_str() {
-            "ticket.created" | "ticket.updated" => {
-                let t: Ticket = decode(ev, "ticket")?;
-                t.validate()
-                    .map_err(|e| HandlerError::Permanent(format!("ticket {}/{}: {e}", t.source, t.id)))?;
+        // The same checks the door applied (`crate::ingress`): a record that fails them is a
+        // permanent error, whichever way it reached the bus.
+        let record = crate::ingress::check(ev)
+            .map_err(|e| HandlerError::Permanent(format!("{} {}: {e}", ev.event_type, ev.id)))?;
+        match record {
+            IngressRecord::Ticket(t) => {
                 let customer =
                     work::resolve_customer(tx, t.customer_id.as_deref(), t.organization_id.as_deref()).await?;
                 if customer.is_none() {
@@ -63,14 +49,10 @@ impl Handler for WorkIntake {
                     work::assign_waiting_entries(tx, &t.source, &t.id, c).await?;
                 }
             }
-            "ticket.deleted" => {
-                let d: Deletion = decode(ev, "deletion")?;
+            IngressRecord::Deletion(d) if ev.event_type == "ticket.deleted" => {
                 work::mark_deleted(tx, work::WorkTable::Tickets, &d.source, &d.id, d.version).await?;
             }
-            "time_entry.created" | "time_entry.updated" => {
-                let e: TimeEntry = decode(ev, "time entry")?;
-                e.validate()
-                    .map_err(|err| HandlerError::Permanent(format!("time entry {}/{}: {err}", e.source, e.id)))?;
+            IngressRecord::TimeEntry(e) => {
                 if let Some(invoice) = work::billed_invoice(tx, &e.source, &e.id).await? {
                     let reason = format!("entry was billed on invoice {invoice}; the change is not applied");
                     review::add(tx, "billed_entry_changed", &e.source, &format!("time_entry:{}", e.id), &reason, &ev.data)
@@ -98,8 +80,7 @@ impl Handler for WorkIntake {
                     crate::store::outbox::enqueue(tx, &ev).await?;
                 }
             }
-            "time_entry.deleted" => {
-                let d: Deletion = decode(ev, "deletion")?;
+            IngressRecord::Deletion(d) => {
                 if let Some(invoice) = work::billed_invoice(tx, &d.source, &d.id).await? {
                     let reason = format!("entry was billed on invoice {invoice}; the deletion is not applied");
                     review::add(tx, "billed_entry_changed", &d.source, &format!("time_entry:{}", d.id), &reason, &ev.data)
@@ -108,19 +89,17 @@ impl Handler for WorkIntake {
                 }
                 work::mark_deleted(tx, work::WorkTable::TimeEntries, &d.source, &d.id, d.version).await?;
             }
-            "usage.recorded" => {
-                let u: UsageRecord = decode(ev, "usage record")?;
-                u.validate()
-                    .map_err(|err| HandlerError::Permanent(format!("usage record {}/{}: {err}", u.source, u.id)))?;
+            IngressRecord::Usage(u) => {
                 if work::resolve_customer(tx, Some(&u.customer_id), None).await?.is_none() {
                     let reason = format!("customer {:?} is unknown", u.customer_id);
                     review::add(tx, "unknown_customer", &u.source, &format!("usage:{}", u.id), &reason, &ev.data).await?;
                 }
                 work::upsert_usage(tx, &u).await?;
             }
-            other => {
+            IngressRecord::TicketChanged(_) => {
                 return Err(HandlerError::Permanent(format!(
-                    "event type `{other}` is not handled by {CONSUMER} (expected ticket.*, time_entry.*, usage.recorded)"
+                    "event type `{}` is not handled by {CONSUMER} (expected ticket.*, time_entry.*, usage.recorded)",
+                    ev.event_type
                 )))
             }
         }

@@ -84,6 +84,13 @@ fn default_range() -> String {
 #[serde(deny_unknown_fields)]
 pub struct BudgetDoc {
     pub caps_minutes: BTreeMap<String, u32>,
+    /// Percentages of each level's cap that trigger a notice (default 80, 100).
+    #[serde(default = "default_budget_thresholds")]
+    pub thresholds: Vec<u32>,
+}
+
+fn default_budget_thresholds() -> Vec<u32> {
+    vec![80, 100]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -257,9 +264,15 @@ impl MasterData {
                         p.push(format!("{at}.budget: required for kind \"budget\""));
                         None
                     }
-                    Some(b) => Some(ContractKind::Budget {
-                        caps_minutes: b.caps_minutes.clone(),
-                    }),
+                    Some(b) => {
+                        if b.thresholds.iter().any(|x| *x == 0 || *x > 1000) {
+                            p.push(format!("{at}.budget.thresholds: percentages 1–1000"));
+                        }
+                        Some(ContractKind::Budget {
+                            caps_minutes: b.caps_minutes.clone(),
+                            thresholds: b.thresholds.clone(),
+                        })
+                    }
                 },
                 KindName::ManagedService => match &d.managed_service {
                     None => {
@@ -480,11 +493,15 @@ impl ContractDoc {
             ContractKind::TimeAndMaterial => (KindName::TimeAndMaterial, None, None, None),
             ContractKind::FlatRate => (KindName::FlatRate, None, None, None),
             ContractKind::Contingent(t) => (KindName::Contingent, Some(t.clone()), None, None),
-            ContractKind::Budget { caps_minutes } => (
+            ContractKind::Budget {
+                caps_minutes,
+                thresholds,
+            } => (
                 KindName::Budget,
                 None,
                 Some(BudgetDoc {
                     caps_minutes: caps_minutes.clone(),
+                    thresholds: thresholds.clone(),
                 }),
                 None,
             ),

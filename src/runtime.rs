@@ -148,8 +148,33 @@ impl Hub {
         Ok(entries)
     }
 
-    /// Runs everything until `shutdown` is cancelled, then stops in order.
+    /// Runs everything until `shutdown` is cancelled, then stops in order. Binds
+    /// `http.listen` (and `http.metrics_listen` when set) itself.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let api = tokio::net::TcpListener::bind(&self.cfg.http.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", self.cfg.http.listen))?;
+        let metrics = match &self.cfg.http.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        self.run_with_listeners(api, metrics, shutdown).await
+    }
+
+    /// Like [`Hub::run`] on listeners the caller has already bound (tests bind port 0 and
+    /// read the address, so no port is ever released and re-bound). `metrics`, when given,
+    /// serves `/metrics` alone and the API listener does not; `http.listen` and
+    /// `http.metrics_listen` are not used.
+    pub async fn run_with_listeners(
+        self,
+        listener: tokio::net::TcpListener,
+        metrics_listener: Option<tokio::net::TcpListener>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let entries = self.schedule_entries()?;
         let metrics = crate::telemetry::prometheus();
         let state = AppState {
@@ -158,6 +183,12 @@ impl Hub {
             relay_wakeup: self.relay_wakeup.clone(),
             metrics,
             warehouse: Arc::new(self.cfg.warehouse.clone()),
+            consumer_bindings: Arc::new(
+                self.specs()
+                    .into_iter()
+                    .flat_map(|s| s.routing_keys)
+                    .collect(),
+            ),
             zammad_webhook: self.cfg.zammad.as_ref().and_then(|z| {
                 z.webhook_secret
                     .clone()
@@ -167,17 +198,17 @@ impl Hub {
                     })
             }),
         };
-        let separate_metrics = self.cfg.http.metrics_listen.clone();
         let app = http::router(
             state.clone(),
-            separate_metrics.is_none(),
+            metrics_listener.is_none(),
             self.cfg.http.body_limit_bytes,
         );
-        let listener = tokio::net::TcpListener::bind(&self.cfg.http.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", self.cfg.http.listen))?;
+        let listen = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| self.cfg.http.listen.clone());
         tracing::info!(
-            listen = %self.cfg.http.listen,
+            listen = %listen,
             store = self.db.backend.name(),
             bus = self.bus.kind(),
             "drehkreuz is running."
@@ -188,11 +219,8 @@ impl Hub {
                 .with_graceful_shutdown(http_sd.cancelled_owned())
                 .await
         });
-        let metrics_task = match separate_metrics {
-            Some(addr) => {
-                let l = tokio::net::TcpListener::bind(&addr)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let metrics_task = match metrics_listener {
+            Some(l) => {
                 let sd = shutdown.clone();
                 let r = http::metrics_router(state);
                 Some(tokio::spawn(async move {

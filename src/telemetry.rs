@@ -2,20 +2,24 @@
 //! `metrics` facade. Every bus event is both logged by its caller and counted here, with the
 //! same names on both buses.
 
-use crate::config::LogFormat;
+use crate::config::{LogColor, LogFormat};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the log subscriber (once per process; later calls do nothing).
-pub fn init_logging(format: LogFormat) {
+/// Installs the log subscriber on stderr (once per process; later calls do nothing). Text
+/// logs carry ANSI colours only as `color` says (by default only on a terminal), so logs
+/// redirected to a file or a pipe are plain.
+pub fn init_logging(format: LogFormat, color: LogColor) {
     let filter = EnvFilter::try_from_env("DREHKREUZ_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color.ansi(std::io::stderr().is_terminal()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

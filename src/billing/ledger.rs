@@ -5,6 +5,11 @@
 //! crossed for the first time in the period, records a notice and publishes
 //! `contingent.threshold_crossed` — the moment it happens, not only at month end. The notice
 //! table's key `(contract, period, percent)` makes it once per threshold and period.
+//!
+//! Budget contracts likewise, per level ([`crate::billing::budget`]): every threshold of a
+//! level's cap (`budget.thresholds`, default 80 and 100 %) reached for the first time in the
+//! period is recorded in `budget_notices` (key `(contract, period, level, percent)`) and
+//! published as `budget.threshold_crossed`.
 
 use crate::bus::{Handler, HandlerError};
 use crate::masterdata;
@@ -36,6 +41,24 @@ pub struct ThresholdCrossed {
     pub percent: u32,
     pub consumed: String,
     pub available: String,
+    pub entry_id: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Who to tell (customer master data).
+    pub notify: Vec<canonical::customer::Contact>,
+}
+
+/// Body of `budget.threshold_crossed`: a level of a budget contract reached `percent` % of its
+/// cap in the period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetThresholdCrossed {
+    pub customer_id: String,
+    pub customer_name: String,
+    pub contract_id: String,
+    pub period: Period,
+    pub level: String,
+    pub percent: u32,
+    pub used_minutes: u32,
+    pub cap_minutes: u32,
     pub entry_id: String,
     pub at: chrono::DateTime<chrono::Utc>,
     /// Who to tell (customer master data).
@@ -77,6 +100,14 @@ impl Handler for ContingentLedger {
             return Ok(());
         };
         for (c, _) in masterdata::contracts_in(tx, Some(&w.customer_id)).await? {
+            if let ContractKind::Budget {
+                caps_minutes,
+                thresholds,
+            } = &c.kind
+            {
+                budget_notices(tx, &customer, &c, caps_minutes, thresholds, w.period).await?;
+                continue;
+            }
             if !matches!(c.kind, ContractKind::Contingent(_)) {
                 continue;
             }
@@ -143,4 +174,68 @@ impl Handler for ContingentLedger {
         }
         Ok(())
     }
+}
+
+/// Rates a budget contract's period and publishes `budget.threshold_crossed` for every
+/// threshold of a level reached for the first time in the period (`budget_notices` keeps it
+/// once per contract, period, level and threshold).
+async fn budget_notices(
+    tx: &mut Tx<'_>,
+    customer: &canonical::customer::Customer,
+    c: &canonical::contract::Contract,
+    caps: &std::collections::BTreeMap<String, u32>,
+    thresholds: &[u32],
+    period: Period,
+) -> Result<(), HandlerError> {
+    let rating = match crate::billing::run::rate_contract_in(tx, c, period, &[]).await? {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(contract = %c.id, error = %e, "Cannot rate the budget for thresholds.");
+            return Ok(());
+        }
+    };
+    let (_, crossings) = crate::billing::budget::status(&rating, caps, thresholds);
+    for x in crossings {
+        let new = sqlx::query(
+            "INSERT INTO budget_notices (contract_id, period, level, percent, entry_id, noticed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&c.id)
+        .bind(period.to_string())
+        .bind(&x.level)
+        .bind(i64::from(x.percent))
+        .bind(&x.entry_id)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !new {
+            continue;
+        }
+        let body = BudgetThresholdCrossed {
+            customer_id: customer.id.clone(),
+            customer_name: customer.name.clone(),
+            contract_id: c.id.clone(),
+            period,
+            level: x.level.clone(),
+            percent: x.percent,
+            used_minutes: x.used_minutes,
+            cap_minutes: x.cap_minutes,
+            entry_id: x.entry_id.clone(),
+            at: x.at,
+            notify: customer.notification_contacts.clone(),
+        };
+        let ev = Envelope::new(
+            "/drehkreuz/billing",
+            "budget.threshold_crossed",
+            &format!("{}:{}:{}:{}", c.id, period, x.level, x.percent),
+            "1",
+            x.at,
+            &body,
+        )
+        .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        outbox::enqueue(tx, &ev).await?;
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! invoice runs and numbering live around it, never inside it. The rules, with the choices
 //! where `BILLING.md` is silent, are in `docs/billing.md`.
 
+pub mod budget;
 pub mod ledger;
 pub mod rating;
 pub mod report;

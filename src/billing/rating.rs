@@ -409,7 +409,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
                 invoice(w, &mut acc, raw, billed);
             }
         }
-        ContractKind::Budget { caps_minutes } => {
+        ContractKind::Budget { caps_minutes, .. } => {
             let mut used: HashMap<String, u32> = HashMap::new();
             for w in work.iter_mut().filter(|w| time_billed(w)) {
                 rate_of(&w.e.level, &w.e.activity)?;
@@ -583,6 +583,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
                 quantity: Decimal::ONE,
                 unit: "C62".into(),
                 unit_price: t.fee,
+                price_base_quantity: None,
                 net: cents(t.fee),
                 vat_category: c.vat_category.clone(),
                 vat_rate: c.vat_rate,
@@ -594,18 +595,14 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
                     contract: c.id.clone(),
                     what: "overdraft `bill` needs `overage_hourly`".into(),
                 })?;
-                lines.push(InvoiceLine {
-                    key: "OVERDRAFT".into(),
-                    description: format!("Überziehung des Kontingents {}", input.period),
-                    quantity: hours(overdraft_minutes_billed),
-                    unit: "HUR".into(),
-                    unit_price: rate,
-                    net: cents(hours(overdraft_minutes_billed) * rate),
-                    vat_category: c.vat_category.clone(),
-                    vat_rate: c.vat_rate,
-                    ticket_id: None,
-                    entry_ids: vec![],
-                });
+                lines.push(InvoiceLine::minutes(
+                    "OVERDRAFT".into(),
+                    format!("Überziehung des Kontingents {}", input.period),
+                    overdraft_minutes_billed,
+                    rate,
+                    c.vat_category.clone(),
+                    c.vat_rate,
+                ));
             }
             if overdraft_money_billed > Decimal::ZERO {
                 lines.push(InvoiceLine {
@@ -614,6 +611,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
                     quantity: Decimal::ONE,
                     unit: "C62".into(),
                     unit_price: overdraft_money_billed,
+                    price_base_quantity: None,
                     net: cents(overdraft_money_billed),
                     vat_category: c.vat_category.clone(),
                     vat_rate: c.vat_rate,
@@ -633,6 +631,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
                     quantity: n,
                     unit: "C62".into(),
                     unit_price: price,
+                    price_base_quantity: None,
                     net: cents(n * price),
                     vat_category: c.vat_category.clone(),
                     vat_rate: c.vat_rate,
@@ -682,16 +681,16 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
             })
             .unwrap_or_else(|| format!("Ticket {ticket_id}"));
         lines.push(InvoiceLine {
-            key: format!("T:{ticket_id}:{level}:{activity}"),
-            description: format!("{label} – {level} Level, {activity}"),
-            quantity: hours(a.minutes),
-            unit: "HUR".into(),
-            unit_price: hourly,
-            net: cents(Decimal::from(a.minutes) * hourly / SIXTY),
-            vat_category: c.vat_category.clone(),
-            vat_rate: c.vat_rate,
-            ticket_id: Some(ticket_id),
+            ticket_id: Some(ticket_id.clone()),
             entry_ids: a.entry_ids,
+            ..InvoiceLine::minutes(
+                format!("T:{ticket_id}:{level}:{activity}"),
+                format!("{label} – {level} Level, {activity}"),
+                a.minutes,
+                hourly,
+                c.vat_category.clone(),
+                c.vat_rate,
+            )
         });
     }
     if let Some(flat) = travel_flat {
@@ -702,6 +701,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
                 quantity: Decimal::ONE,
                 unit: "C62".into(),
                 unit_price: flat,
+                price_base_quantity: None,
                 net: cents(flat),
                 vat_category: c.vat_category.clone(),
                 vat_rate: c.vat_rate,
@@ -730,6 +730,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
                 quantity: u.quantity,
                 unit: "C62".into(),
                 unit_price: *price,
+                price_base_quantity: None,
                 net: cents(u.quantity * *price),
                 vat_category: c.vat_category.clone(),
                 vat_rate: c.vat_rate,

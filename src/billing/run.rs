@@ -715,6 +715,21 @@ fn berlin_today() -> chrono::NaiveDate {
 }
 
 async fn store_invoice(tx: &mut Tx<'_>, inv: &Invoice) -> Result<(), sqlx::Error> {
+    record_invoice(tx, inv).await?;
+    let ev = Envelope::new(
+        "/drehkreuz/billing",
+        "invoice.finalized",
+        &inv.number,
+        "1",
+        chrono::Utc::now(),
+        inv,
+    )
+    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    outbox::enqueue(tx, &ev).await
+}
+
+/// Writes a finalized invoice to the `invoices` table (what exports and write-backs read).
+pub async fn record_invoice(tx: &mut Tx<'_>, inv: &Invoice) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO invoices (number, run_id, customer_id, kind, original_number, period, net, vat, gross, document, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -735,16 +750,7 @@ async fn store_invoice(tx: &mut Tx<'_>, inv: &Invoice) -> Result<(), sqlx::Error
     .bind(now_ms())
     .execute(&mut **tx)
     .await?;
-    let ev = Envelope::new(
-        "/drehkreuz/billing",
-        "invoice.finalized",
-        &inv.number,
-        "1",
-        chrono::Utc::now(),
-        inv,
-    )
-    .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    outbox::enqueue(tx, &ev).await
+    Ok(())
 }
 
 /// Finalizes an approved run; finalizing twice changes nothing.

@@ -131,7 +131,15 @@ fn example_a_each_started_quarter_hour() {
         vec![15, 30, 45]
     );
     assert_eq!(r.lines.len(), 1);
-    assert_eq!(r.lines[0].quantity, dec!(1.5));
+    // 90 minutes, priced per 60 (BT-149).
+    assert_eq!(
+        (
+            r.lines[0].quantity,
+            r.lines[0].unit.as_str(),
+            r.lines[0].base_quantity()
+        ),
+        (dec!(90), "MIN", dec!(60))
+    );
     assert_eq!(
         (r.totals.net, r.totals.vat, r.totals.gross),
         (dec!(300.00), dec!(57.00), dec!(357.00))
@@ -151,7 +159,7 @@ fn example_b_per_ticket_scope() {
         rounding(60, RoundingMode::Up, RoundingScope::Ticket),
     );
     let r = run(&c, &[ticket("T")], &e, dec!(0), &[]);
-    assert_eq!(r.lines[0].quantity, dec!(2));
+    assert_eq!(r.lines[0].quantity, dec!(120));
     assert_eq!(r.totals.net, dec!(400.00));
     let c = contract(
         ContractKind::TimeAndMaterial,
@@ -231,7 +239,7 @@ fn example_d_prepaid_contingent_with_rollover_and_overdraft() {
     let od = r.lines.iter().find(|l| l.key == "OVERDRAFT").unwrap();
     assert_eq!(
         (fee.net, od.quantity, od.net),
-        (dec!(850.00), dec!(1.5), dec!(142.50))
+        (dec!(850.00), dec!(90), dec!(142.50))
     );
     assert_eq!(r.totals.net, dec!(992.50));
     assert_eq!(r.lines.len(), 2, "contingent work is not a line of its own");
@@ -576,7 +584,10 @@ fn overdraft_carry_and_hold() {
 fn budget_caps_hold_the_rest() {
     let caps = BTreeMap::from([("1st".to_string(), 60u32)]);
     let c = contract(
-        ContractKind::Budget { caps_minutes: caps },
+        ContractKind::Budget {
+            caps_minutes: caps,
+            thresholds: vec![80, 100],
+        },
         &[("1st", dec!(60))],
         RoundingPolicy::default(),
     );
@@ -706,7 +717,8 @@ fn arb_contract() -> impl Strategy<Value = Contract> {
             ..contingent_terms()
         })),
         Just(ContractKind::Budget {
-            caps_minutes: BTreeMap::from([("1st".to_string(), 120u32)])
+            caps_minutes: BTreeMap::from([("1st".to_string(), 120u32)]),
+            thresholds: vec![80, 100],
         }),
         Just(ContractKind::FlatRate),
     ];
@@ -809,7 +821,10 @@ fn budget_entry_rounded_down_to_nothing_keeps_its_raw_minutes() {
     // minutes; the entry's raw minute must still be accounted (invoiced at 0 minutes).
     let caps = BTreeMap::from([("1st".to_string(), 120u32)]);
     let c = contract(
-        ContractKind::Budget { caps_minutes: caps },
+        ContractKind::Budget {
+            caps_minutes: caps,
+            thresholds: vec![80, 100],
+        },
         &[("1st", dec!(95))],
         rounding(60, RoundingMode::Nearest, RoundingScope::Ticket),
     );

@@ -33,6 +33,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const SOURCE: &str = "helpdesk-sample";
+/// The sample entry that is free without a reason: the door refuses it.
+const FREE_WITHOUT_REASON: &str = "5901";
 
 /// The webhook secret shared with the simulated Zammad, and the warehouse's HMAC secret.
 const WEBHOOK_SECRET: &str = "demo-webhook-secret";
@@ -290,12 +292,12 @@ pub fn sample_month() -> (Vec<Ticket>, Vec<TimeEntry>) {
     corrected.minutes = 45;
     corrected.note = Some("nachgetragen: Treiber-Rollback".into());
     entries.push(corrected);
-    // Problem cases: free work without a reason (→ dead letters), an unknown organization
-    // (→ review list).
+    // Problem cases: free work without a reason (→ refused at the door), an unknown
+    // organization (→ review list).
     entries.push(TimeEntry {
         billable: false,
         non_billable_reason: None,
-        id: "5901".into(),
+        id: FREE_WITHOUT_REASON.into(),
         ..entries[2].clone()
     });
     tickets.push(Ticket {
@@ -455,9 +457,37 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
         .iter()
         .map(|e| crate::intake::time_entry_event(e, e.version == 1))
         .collect::<Result<Vec<_>, _>>()?;
-    for batch in [ticket_events, entry_events] {
+    // The entry without a reason for being free is posted on its own: the door refuses it
+    // (422 naming the field), the rest of the month is accepted.
+    let (invalid, valid): (Vec<_>, Vec<_>) = entry_events
+        .into_iter()
+        .partition(|e| e.subject.as_deref() == Some(FREE_WITHOUT_REASON));
+    for batch in [ticket_events, valid] {
         post(&base, &token, &events_json(&batch)).await?;
         settle(&db).await?;
+    }
+    let mut refused_at_door = Vec::new();
+    for e in &invalid {
+        let body = serde_json::to_vec(&events_json(std::slice::from_ref(e))[0])?;
+        let (status, answer) = request(
+            &base,
+            "POST",
+            "/api/v1/events",
+            Some(&token),
+            &[],
+            "application/json",
+            &body,
+        )
+        .await?;
+        if status != 422 {
+            anyhow::bail!("the door should refuse time entry {FREE_WITHOUT_REASON} with 422, answered {status}: {answer}");
+        }
+        let problem: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+        refused_at_door.push(format!(
+            "time entry {FREE_WITHOUT_REASON}: {} ({})",
+            problem["field"].as_str().unwrap_or("-"),
+            problem["detail"].as_str().unwrap_or("-")
+        ));
     }
 
     // Zammad: a signed webhook says ticket 501 changed; the hub fetches it and its accountings.
@@ -686,6 +716,14 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
     for r in &review_items {
         let _ = writeln!(summary, "  {} {}: {}", r.kind, r.record_id, r.reason);
     }
+    let _ = writeln!(
+        summary,
+        "refused at the door:        {}",
+        refused_at_door.len()
+    );
+    for r in &refused_at_door {
+        let _ = writeln!(summary, "  {r}");
+    }
     let _ = writeln!(summary, "dead letters:               {}", dead.len());
     for d in &dead {
         let _ = writeln!(
@@ -760,7 +798,7 @@ pub async fn run(out: &Path) -> anyhow::Result<()> {
     }
     let _ = writeln!(summary, "results in {}", out.display());
     std::fs::write(out.join("summary.txt"), &summary)?;
-    print!("{summary}");
+    crate::out!("{summary}");
     db.pool.close().await;
     Ok(())
 }

@@ -8,8 +8,16 @@
 //! endpoint with retries.
 
 pub mod delivery;
+pub mod preflight;
 pub mod sink;
 
+#[cfg(test)]
+mod quantity_tests;
+#[cfg(test)]
+#[path = "../../tests/fixtures/invoices.rs"]
+mod test_fixtures;
+
+pub use preflight::{preflight, preflight_target, Blocker};
 pub use sink::ExportSink;
 
 use crate::config::Config;
@@ -338,13 +346,15 @@ pub fn render(
             let d = s.datev.as_ref().ok_or_else(|| {
                 ExportError::Settings("datev-xml needs the `[datev]` section".into())
             })?;
-            let xr = e_invoice(inv, einvoice::Format::XrechnungUbl)?;
-            let zip = datev::xml::package(
-                d,
-                inv,
-                &[(format!("{stem}_xrechnung.xml"), xr.into_bytes())],
-            )
-            .map_err(|e| writer(&e))?;
+            // A booking format: the XRechnung goes into the package when it passes its
+            // checks; otherwise the package carries the ledger only (the e-invoice failure is
+            // the e-invoice format's, never the booking's).
+            let receipts: Vec<(String, Vec<u8>)> =
+                match einvoice::write(inv, einvoice::Format::XrechnungUbl) {
+                    Ok(xr) => vec![(format!("{stem}_xrechnung.xml"), xr.into_bytes())],
+                    Err(_) => Vec::new(),
+                };
+            let zip = datev::xml::package(d, inv, &receipts).map_err(|e| writer(&e))?;
             ExportFile {
                 name: format!("{stem}_datev.zip"),
                 bytes: zip,

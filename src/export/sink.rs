@@ -1,13 +1,22 @@
 //! The consumer that delivers finalized invoices to one export target (`export-<name>`).
 //!
+//! The `invoice.finalized` event only names the invoice (`data.number`); what is exported is
+//! the invoice as the store holds it. An event for an invoice the store does not have (e.g. one
+//! forged onto the bus) exports nothing and goes to the dead letters as "unknown invoice".
+//!
 //! For every format of the target: an invoice already in the export ledger for (target,
 //! format) is skipped (a redelivered event exports nothing twice); otherwise the files are
 //! rendered and delivered, and the ledger row (file, SHA-256) and an audit record are written
 //! in the handler's transaction. `datev-extf` rewrites the month's Buchungsstapel from every
 //! invoice recorded for that month — deterministically (sorted by number; the header's creation
-//! time is the newest invoice's issue day), so a re-export is byte-identical. An invoice that
-//! fails the e-invoice checks is not exported at all: the event goes to the dead letters with
-//! the rule ids, and the invoice run lists it under `export_problems`.
+//! time is the newest invoice's issue day), so a re-export is byte-identical.
+//!
+//! Each format is rendered and delivered on its own: an invoice that fails one format (an
+//! e-invoice rule, missing settings, a writer error, a permanent delivery refusal) still lands
+//! in the target's other formats — the DATEV Buchungsstapel and SAP never wait on an e-invoice.
+//! The failed formats are dead-lettered with the rule ids (recorded by the sink in the
+//! handler's transaction when others landed; by the bus when none did), and the invoice run
+//! lists them under `export_problems`. A replay exports only what is still missing.
 
 use super::delivery::{Delivery, DeliveryError};
 use super::{render, ExportError, ExportFile, ExportFormat, ExportSettings};
@@ -81,12 +90,30 @@ impl ExportSink {
 impl Handler for ExportSink {
     async fn handle(&self, ev: &canonical::Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
         use chrono::Datelike;
-        let inv: Invoice = ev
-            .decode()
-            .map_err(|e| HandlerError::Permanent(format!("invoice.finalized {}: {e}", ev.id)))?;
+        // The event says *which* invoice; the store says *what* it is. An invoice the store
+        // does not have is not exported, whatever the event carries.
+        let number = ev
+            .data
+            .get("number")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                HandlerError::Permanent(format!(
+                    "invoice.finalized {}: the event names no invoice (`number`)",
+                    ev.id
+                ))
+            })?;
+        let inv = stored_invoice(tx, number).await?.ok_or_else(|| {
+            HandlerError::Permanent(format!(
+                "unknown invoice {:?}: not in the store, nothing exported",
+                number.chars().take(80).collect::<String>()
+            ))
+        })?;
         let month = format!("{:04}-{:02}", inv.issue_date.year(), inv.issue_date.month());
-        // Render every pending format first (no side effects), so an invoice that fails one
-        // format's checks is exported in none of this target's formats.
+        // Every format on its own: a format the invoice fails (e-invoice rules, settings,
+        // writer, a permanent delivery refusal) is recorded and the others still land, so the
+        // booking formats never wait on an e-invoice format.
+        let mut failed: Vec<(ExportFormat, String)> = Vec::new();
         let mut pending: Vec<(ExportFormat, Vec<ExportFile>)> = Vec::new();
         for name in &self.target.formats {
             let format: ExportFormat = name.parse().map_err(HandlerError::Permanent)?;
@@ -102,24 +129,43 @@ impl Handler for ExportSink {
                 continue;
             }
             let files = match format {
-                ExportFormat::DatevExtf => self.extf_month(&inv, &month, tx).await?,
-                _ => vec![render(format, &inv, &self.settings).map_err(|e| match e {
-                    ExportError::Rules { .. }
-                    | ExportError::Settings(_)
-                    | ExportError::Writer { .. } => HandlerError::Permanent(e.to_string()),
-                })?],
+                ExportFormat::DatevExtf => match self.extf_month(&inv, &month, tx).await {
+                    Ok(files) => files,
+                    Err(HandlerError::Permanent(m)) => {
+                        failed.push((format, m));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                _ => match render(format, &inv, &self.settings) {
+                    Ok(f) => vec![f],
+                    Err(
+                        e @ (ExportError::Rules { .. }
+                        | ExportError::Settings(_)
+                        | ExportError::Writer { .. }),
+                    ) => {
+                        failed.push((format, e.to_string()));
+                        continue;
+                    }
+                },
             };
             pending.push((format, files));
         }
+        let mut landed: Vec<ExportFormat> = Vec::new();
         for (format, files) in pending {
-            let places = self
+            let places = match self
                 .delivery
                 .deliver(&self.target.name, format.name(), &inv.number, &files)
                 .await
-                .map_err(|e| match e {
-                    DeliveryError::Transient(m) => HandlerError::Transient(m),
-                    DeliveryError::Permanent(m) => HandlerError::Permanent(m),
-                })?;
+            {
+                Ok(p) => p,
+                Err(DeliveryError::Transient(m)) => return Err(HandlerError::Transient(m)),
+                Err(DeliveryError::Permanent(m)) => {
+                    failed.push((format, m));
+                    continue;
+                }
+            };
+            landed.push(format);
             let first = files.first();
             let sha = first
                 .map(|f| hex::encode(Sha256::digest(&f.bytes)))
@@ -151,8 +197,59 @@ impl Handler for ExportSink {
             .await?;
             crate::telemetry::exported(&self.target.name, format.name());
         }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let reason = failed
+            .iter()
+            .map(|(f, m)| format!("{f}: {m}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if landed.is_empty() {
+            // Nothing of this event landed: the bus dead-letters it as a whole.
+            return Err(HandlerError::Permanent(reason));
+        }
+        // Some formats landed (and are in the ledger): the failed ones are dead-lettered here,
+        // in the same transaction; a replay exports only what is still missing.
+        let consumer = format!("export-{}", self.target.name);
+        let reason = format!(
+            "{reason} (delivered: {})",
+            landed
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        crate::store::deadletter::record(
+            tx,
+            &crate::store::deadletter::DeathNote {
+                consumer: &consumer,
+                reason: &reason,
+                attempts: 1,
+                first_failure_at: Some(crate::store::now_ms()),
+            },
+            ev,
+        )
+        .await?;
+        crate::telemetry::dead_lettered(&consumer);
         Ok(())
     }
+}
+
+/// The finalized invoice `number` as the store holds it (`None` if it has none).
+pub async fn stored_invoice(
+    tx: &mut Tx<'_>,
+    number: &str,
+) -> Result<Option<Invoice>, HandlerError> {
+    let doc: Option<String> = sqlx::query_scalar("SELECT document FROM invoices WHERE number = $1")
+        .bind(number)
+        .fetch_optional(&mut **tx)
+        .await?;
+    doc.map(|d| {
+        serde_json::from_str(&d)
+            .map_err(|e| HandlerError::Permanent(format!("stored invoice {number}: {e}")))
+    })
+    .transpose()
 }
 
 /// The file header's creation time derived from the invoices (latest issue day, midday).

@@ -21,6 +21,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(put_master_data, get_master_data))
         .routes(routes!(get_customer))
         .routes(routes!(get_contingents))
+        .routes(routes!(get_budgets))
         .routes(routes!(get_service_reports))
         .routes(routes!(create_run))
         .routes(routes!(get_run))
@@ -181,6 +182,68 @@ async fn get_contingents(
                 crossed: r.crossings.iter().map(|x| x.percent).collect(),
             });
         }
+    }
+    Ok(Json(out))
+}
+
+/// A budget contract as it stands now, per level.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BudgetNow {
+    pub contract_id: String,
+    pub period: String,
+    /// Percentages of each level's cap that trigger a notice.
+    pub thresholds: Vec<u32>,
+    /// Per capped level: cap, used, remaining, held beyond the cap, thresholds crossed.
+    pub levels: Vec<crate::billing::budget::BudgetLevel>,
+}
+
+/// A customer's budgets now: per level the cap, what is used, what is left and what is held
+/// beyond the cap in the current period (the sibling of `contingents`).
+#[utoipa::path(get, path = "/api/v1/customers/{id}/budgets", tag = "billing",
+    params(("id" = String, Path, description = "Customer id")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Budgets", body = Vec<BudgetNow>),
+        (status = 401, description = "Missing or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed for this customer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such customer", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json")))]
+async fn get_budgets(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<BudgetNow>>, Problem> {
+    caller.require(Permission::ViewCustomer(&id))?;
+    if masterdata::customer(&st.db, &id)
+        .await
+        .map_err(store)?
+        .is_none()
+    {
+        return Err(Problem::not_found(format!("no customer {id}")));
+    }
+    let period = canonical::work::Period::of(chrono::Utc::now());
+    let mut out = Vec::new();
+    for (c, _) in masterdata::contracts(&st.db, Some(&id))
+        .await
+        .map_err(store)?
+    {
+        let canonical::contract::ContractKind::Budget {
+            caps_minutes,
+            thresholds,
+        } = &c.kind
+        else {
+            continue;
+        };
+        let rating = run::rate_contract(&st.db, &c, period, &[])
+            .await
+            .map_err(store)?;
+        let Ok(r) = rating else { continue };
+        let (levels, _) = crate::billing::budget::status(&r, caps_minutes, thresholds);
+        out.push(BudgetNow {
+            contract_id: c.id.clone(),
+            period: period.to_string(),
+            thresholds: thresholds.clone(),
+            levels,
+        });
     }
     Ok(Json(out))
 }

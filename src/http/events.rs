@@ -4,11 +4,17 @@
 //! batch is all-or-nothing). Each event is checked (required attributes, `specversion` 1.0,
 //! `datacontenttype` JSON) and written to the outbox; `202 Accepted` means it is durably
 //! stored and will be published. Malformed input gets a 4xx problem naming the field.
-//! Role `intake:<name>` may post events whose `source` is `/<name>` or below it; `admin` any.
+//!
+//! Before anything is written, every event of the batch must pass: [`crate::access`] (which
+//! types the role may post from which source: `intake:<name>` its own work and signals from
+//! `/<name>` or below, `admin` from any source, nobody the types only the hub produces → 403;
+//! an unknown type or a malformed source → 422), a consumer of this hub binding the type
+//! (else 422: it would never be delivered), and [`crate::ingress::check`], the checks the
+//! consumer applies (→ 422 naming the field, e.g. `/data/level`).
 
 use super::problem::Problem;
 use super::AppState;
-use crate::access::{Caller, Permission, Role};
+use crate::access::{Caller, Permission};
 use crate::store::outbox;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -61,19 +67,6 @@ pub enum EventsBody {
 pub struct Accepted {
     pub accepted: usize,
     pub ids: Vec<String>,
-}
-
-/// May this caller post an event from `source`?
-fn may_post(caller: &Caller, source: &str) -> bool {
-    match &caller.role {
-        Role::Admin => true,
-        Role::Intake(name) => {
-            let own = format!("/{name}");
-            (source == own || source.starts_with(&format!("{own}/")))
-                && caller.role.allows(&Permission::Intake(name))
-        }
-        _ => false,
-    }
 }
 
 /// Parses and checks one structured-mode CloudEvent; `at` is its JSON pointer prefix.
@@ -195,65 +188,79 @@ pub fn parse_event(v: &Value, at: &str) -> Result<Envelope, Problem> {
         (status = 202, description = "Stored durably; will be published", body = Accepted),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or bad token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token may not post for this source", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large"),
-        (status = 422, description = "An event is invalid; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token may not post this type or for this source", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An event is invalid, of an unknown type or one no consumer takes; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable; nothing accepted", body = Problem, content_type = "application/problem+json")))]
 async fn accept(caller: Caller, State(st): State<AppState>, body: Bytes) -> Response {
-    if !matches!(caller.role, Role::Admin | Role::Intake(_)) {
-        return Problem::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("role `{}` may not post events", caller.role),
-        )
-        .into_response();
+    match accept_events(&caller, &st, &body).await {
+        Ok(r) => r,
+        Err(p) => p.into_response(),
     }
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return Problem::bad_request(format!("body is not JSON: {e}")).into_response(),
-    };
-    let events = match &value {
+}
+
+/// Parses, authorizes and checks every event, then stores all of them or none.
+async fn accept_events(caller: &Caller, st: &AppState, body: &[u8]) -> Result<Response, Problem> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request(format!("body is not JSON: {e}")))?;
+    let (events, batch) = match &value {
         Value::Array(items) => {
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                match parse_event(item, &format!("/{i}")) {
-                    Ok(e) => out.push(e),
-                    Err(p) => return p.into_response(),
-                }
+                out.push(parse_event(item, &format!("/{i}"))?);
             }
-            out
+            (out, true)
         }
-        other => match parse_event(other, "") {
-            Ok(e) => vec![e],
-            Err(p) => return p.into_response(),
-        },
+        other => (vec![parse_event(other, "")?], false),
     };
     if events.is_empty() {
-        return Problem::unprocessable("", "the batch is empty").into_response();
+        return Err(Problem::unprocessable("", "the batch is empty"));
     }
-    if let Some(e) = events.iter().find(|e| !may_post(&caller, &e.source)) {
-        return Problem::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!(
-                "role `{}` may not post events from source {:?}",
-                caller.role, e.source
-            ),
-        )
-        .into_response();
+    for (i, e) in events.iter().enumerate() {
+        let at = if batch {
+            format!("/{i}")
+        } else {
+            String::new()
+        };
+        // Access decides who may post which type from which source (403, or 422 for an
+        // unknown type or a malformed source)…
+        caller
+            .require(Permission::PostEvent {
+                event_type: &e.event_type,
+                source: &e.source,
+            })
+            .map_err(|err| {
+                let mut p = Problem::from(err);
+                if let Some(f) = &p.field {
+                    p.field = Some(format!("{at}/{f}"));
+                }
+                p
+            })?;
+        // …a type no consumer of this hub binds would never be delivered…
+        if !st.binds(&e.event_type) {
+            return Err(Problem::unprocessable(
+                &format!("{at}/type"),
+                format!(
+                    "no consumer of this hub takes {:?} events (is its connector configured?)",
+                    e.event_type
+                ),
+            ));
+        }
+        // …and the data gets the same checks its consumer applies.
+        crate::ingress::check(e)
+            .map_err(|inv| Problem::unprocessable(&format!("{at}{}", inv.field), inv.message))?;
     }
     if let Err(e) = outbox::enqueue_all(&st.db, &events).await {
         tracing::error!(error = %e, "Storing ingress events failed.");
-        return Problem::unavailable(
+        return Err(Problem::unavailable(
             "the events could not be stored; nothing was accepted, retry later",
-        )
-        .into_response();
+        ));
     }
     st.relay_wakeup.notify_one();
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    (
+    Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "accepted": ids.len(), "ids": ids })),
     )
-        .into_response()
+        .into_response())
 }

@@ -1,9 +1,11 @@
 //! The HTTP side of the hub (axum): health and readiness, Prometheus metrics, and the API.
-//! Errors are RFC 9457 problem documents (`application/problem+json`). The OpenAPI 3.1
+//! Errors are RFC 9457 problem documents (`application/problem+json`) — from the handlers, and
+//! from the HTTP layer itself (unrouted paths, body limit, header limit, extractor rejections). The OpenAPI 3.1
 //! document is generated from the same handlers (utoipa) and served at `/api/openapi.json`,
 //! so it lists exactly the routes the router has.
 
 pub mod billing;
+pub mod caller;
 pub mod deadletters;
 pub mod events;
 pub mod problem;
@@ -32,6 +34,18 @@ pub struct AppState {
     pub zammad_webhook: Option<webhooks::ZammadWebhook>,
     /// Goods-receipt intake settings (body limit, per-source HMAC secrets).
     pub warehouse: Arc<crate::config::WarehouseSection>,
+    /// The routing keys (topic patterns) the hub's consumers bind: an event type none of them
+    /// matches is refused at the door.
+    pub consumer_bindings: Arc<Vec<String>>,
+}
+
+impl AppState {
+    /// Whether some consumer of this hub takes events of `event_type`.
+    pub fn binds(&self, event_type: &str) -> bool {
+        self.consumer_bindings
+            .iter()
+            .any(|pattern| crate::bus::topology::topic_matches(pattern, event_type))
+    }
 }
 
 #[derive(utoipa::OpenApi)]
@@ -87,9 +101,78 @@ pub fn router(state: AppState, with_metrics: bool, body_limit: usize) -> Router 
     if with_metrics {
         r = r.route("/metrics", get(metrics));
     }
-    r.layer(axum::extract::DefaultBodyLimit::max(body_limit))
+    r.fallback(no_route)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            problem_bodies(req, next, body_limit)
+        }))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The most header bytes (names and values) a request may carry; more → 431 problem. (Beyond
+/// hyper's own buffer, about 400 KiB or 100 headers, hyper answers 431 itself, without a body.)
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Unrouted paths: 404 as a problem document.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> problem::Problem {
+    problem::Problem::not_found(format!(
+        "no such endpoint: {method} {} (see /api/openapi.json)",
+        uri.path().chars().take(200).collect::<String>()
+    ))
+}
+
+/// Every error the HTTP layer answers on its own (the body limit's 413, an extractor's
+/// 400/415/422, 405, a header block over [`MAX_HEADER_BYTES`] → 431) comes as an RFC 9457
+/// problem document instead of `text/plain`; problems from the handlers pass unchanged.
+async fn problem_bodies(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+    body_limit: usize,
+) -> Response {
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return problem::Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "Request Header Fields Too Large",
+            format!("the request headers take {header_bytes} bytes; at most {MAX_HEADER_BYTES} are accepted"),
+        )
+        .into_response();
+    }
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let detail = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the body exceeds the limit of {body_limit} bytes")
+        }
+        _ if !text.is_empty() => text,
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let mut out =
+        problem::Problem::new(status, status.canonical_reason().unwrap_or("Error"), detail)
+            .into_response();
+    for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
 }
 
 /// The `/metrics` router for a separate listener.

@@ -65,6 +65,18 @@ impl Problem {
     }
 }
 
+impl From<crate::access::AccessError> for Problem {
+    /// Forbidden → 403; an unknown event type or a malformed source → 422 naming the field.
+    fn from(e: crate::access::AccessError) -> Self {
+        use crate::access::AccessError as E;
+        match &e {
+            E::Forbidden { .. } => Self::new(StatusCode::FORBIDDEN, "Forbidden", e.to_string()),
+            E::UnknownEventType { .. } => Self::unprocessable("type", e.to_string()),
+            E::BadSource { .. } => Self::unprocessable("source", e.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -11,7 +11,7 @@
 
 use super::problem::Problem;
 use super::AppState;
-use crate::access::{Caller, Permission, Role};
+use crate::access::{Caller, Permission};
 use crate::warehouse::receipts::{self, ReceiptSummary, ReceiveError};
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -85,19 +85,6 @@ fn receive_problem(e: ReceiveError) -> Problem {
     }
 }
 
-/// The source a caller posts as: its intake name (`admin` posts as `manual`).
-fn posting_source(caller: &Caller) -> Result<String, Problem> {
-    match &caller.role {
-        Role::Intake(name) => Ok(name.clone()),
-        Role::Admin => Ok("manual".into()),
-        other => Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("role `{other}` may not post goods receipts (needs intake:<source>)"),
-        )),
-    }
-}
-
 /// Accepts a goods receipt (hub JSON, openTRANS 2.1 DISPATCHNOTIFICATION or
 /// RECEIPTACKNOWLEDGEMENT, EDIFACT D.96A DESADV or RECADV).
 #[utoipa::path(post, path = "/api/v1/goods-receipts", tag = "warehouse",
@@ -136,7 +123,8 @@ async fn accept(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let source = posting_source(&caller)?;
+    caller.require(Permission::PostDocuments)?;
+    let source = caller.posting_source()?.to_string();
     let limit = st.warehouse.body_limit_bytes;
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
         Problem::new(
@@ -162,10 +150,12 @@ async fn accept(
             return Err(p);
         }
     }
-    let key = match header("idempotency-key") {
+    // A key that is present but not visible ASCII (e.g. UTF-8 bytes) is refused, never
+    // treated as absent: two bodies under one key must not both be accepted.
+    let key = match headers.get("idempotency-key").map(|v| v.as_bytes()) {
         None => None,
-        Some(k) if !k.is_empty() && k.len() <= 255 && k.chars().all(|c| c.is_ascii_graphic()) => {
-            Some(k.to_string())
+        Some(k) if !k.is_empty() && k.len() <= 255 && k.iter().all(u8::is_ascii_graphic) => {
+            Some(String::from_utf8_lossy(k).into_owned())
         }
         Some(_) => {
             let mut p =
@@ -207,19 +197,6 @@ pub struct StoredReceipt {
     pub receipt: canonical::goods::GoodsReceipt,
 }
 
-/// May this caller read or act on receipt `id`? Decided from the id alone (no lookup).
-fn may_read_receipt(caller: &Caller, id: &str) -> Result<(), Problem> {
-    match &caller.role {
-        Role::Admin | Role::Accounting => Ok(()),
-        Role::Intake(src) if id.starts_with(&format!("{src}:")) => Ok(()),
-        other => Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("role `{other}` may not read this receipt"),
-        )),
-    }
-}
-
 /// One stored goods receipt.
 #[utoipa::path(get, path = "/api/v1/goods-receipts/{id}", tag = "warehouse",
     params(("id" = String, Path, description = "`<source>:<document number>`")), security(("bearer" = [])),
@@ -234,7 +211,7 @@ async fn get_receipt(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<StoredReceipt>, Problem> {
-    may_read_receipt(&caller, &id)?;
+    caller.require(Permission::ReadReceipt(&id))?;
     let row: Option<(String, Option<String>)> =
         sqlx::query_as("SELECT document, customer_id FROM goods_receipts WHERE id = $1")
             .bind(&id)
@@ -314,13 +291,7 @@ async fn put_purchase_order(
     Path(order_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<PurchaseOrder>, Problem> {
-    if !matches!(caller.role, Role::Admin | Role::Intake(_)) {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("role `{}` may not register orders", caller.role),
-        ));
-    }
+    caller.require(Permission::PostDocuments)?;
     let req: PurchaseOrder = serde_json::from_slice(&body).map_err(|e| {
         Problem::unprocessable(
             "/customer_id",

@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 
 /// The webhook's settings.
@@ -27,13 +26,8 @@ pub struct ZammadWebhook {
     pub source: String,
 }
 
-/// Body of `zammad.ticket_changed`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TicketChanged {
-    pub ticket_id: String,
-    #[serde(default)]
-    pub delivery: Option<String>,
-}
+/// Body of `zammad.ticket_changed` (defined with the other ingress checks).
+pub use crate::ingress::TicketChanged;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(utoipa_axum::routes!(zammad_webhook))
@@ -65,7 +59,7 @@ pub fn signature_ok(secret: &str, body: &[u8], header: Option<&str>) -> bool {
         (status = 202, description = "Accepted; the ticket will be fetched", body = Object),
         (status = 401, description = "Missing or wrong signature", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The Zammad webhook is not configured", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No ticket id in the payload", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No ticket id in the payload, or not a positive integer", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json")))]
 async fn zammad_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(cfg) = &st.zammad_webhook else {
@@ -85,18 +79,39 @@ async fn zammad_webhook(State(st): State<AppState>, headers: HeaderMap, body: By
         Ok(v) => v,
         Err(e) => return Problem::bad_request(format!("body is not JSON: {e}")).into_response(),
     };
-    let ticket_id = match payload.pointer("/ticket/id") {
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => {
+    // The ticket id goes into Zammad API paths: a positive integer (JSON number or digits),
+    // checked here, before anything is stored or any outside call is made.
+    let ticket_id: zammad::ZammadId = match payload.pointer("/ticket/id") {
+        None | Some(serde_json::Value::Null) => {
             return Problem::unprocessable("/ticket/id", "the payload names no ticket")
                 .into_response()
         }
+        Some(v) => match zammad::ZammadId::try_from(v.clone()) {
+            Ok(id) => id,
+            Err(e) => {
+                return Problem::unprocessable("/ticket/id", format!("ticket id: {e}"))
+                    .into_response()
+            }
+        },
     };
-    let delivery = headers
-        .get("x-zammad-delivery")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
+    let delivery = match headers.get("x-zammad-delivery").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(d))
+            if !d.is_empty()
+                && d.len() <= crate::ingress::MAX_EVENT_ID
+                && d.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            Some(d.to_string())
+        }
+        Some(_) => {
+            let mut p = Problem::bad_request(format!(
+                "X-Zammad-Delivery must be 1 to {} visible ASCII characters",
+                crate::ingress::MAX_EVENT_ID
+            ));
+            p.field = Some("X-Zammad-Delivery".into());
+            return p.into_response();
+        }
+    };
     let store = |e: sqlx::Error| Problem::unavailable(format!("store: {e}")).into_response();
     let mut tx = match st.db.begin().await {
         Ok(tx) => tx,
@@ -127,11 +142,11 @@ async fn zammad_webhook(State(st): State<AppState>, headers: HeaderMap, body: By
     let ev = match canonical::Envelope::new(
         &format!("/{}", cfg.source),
         "zammad.ticket_changed",
-        &ticket_id,
+        &ticket_id.to_string(),
         &version,
         chrono::Utc::now(),
         &TicketChanged {
-            ticket_id: ticket_id.clone(),
+            ticket_id,
             delivery: delivery.clone(),
         },
     ) {
@@ -147,7 +162,7 @@ async fn zammad_webhook(State(st): State<AppState>, headers: HeaderMap, body: By
     st.relay_wakeup.notify_one();
     (
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "accepted": true, "ticket_id": ticket_id })),
+        Json(serde_json::json!({ "accepted": true, "ticket_id": ticket_id.to_string() })),
     )
         .into_response()
 }

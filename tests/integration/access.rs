@@ -21,18 +21,12 @@ async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = Config::default();
     cfg.hub.data_dir = dir.path().to_path_buf();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    cfg.http.listen = format!("127.0.0.1:{port}");
+    let (listener, base) = support::listener().await;
     let hub = Hub::build(cfg).await.unwrap();
     let db = hub.db.clone();
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(async move { hub.run(s).await });
-    let base = format!("http://127.0.0.1:{port}");
+    let task = tokio::spawn(async move { hub.run_with_listeners(listener, None, s).await });
     support::eventually(Duration::from_secs(10), "hub up", || async {
         reqwest::get(format!("{base}/healthz")).await.is_ok()
     })
@@ -60,7 +54,10 @@ impl Running {
 }
 
 fn event(source: &str, id: &str) -> serde_json::Value {
-    serde_json::json!({"specversion": "1.0", "id": id, "source": source, "type": "goods_receipt.received", "data": {"n": 1}})
+    let system = source.trim_start_matches('/').split('/').next().unwrap();
+    serde_json::json!({"specversion": "1.0", "id": id, "source": source, "type": "time_entry.created",
+        "data": {"source": system, "id": id, "version": 1, "ticket_id": "T-1", "technician": "anna",
+                 "level": "1st", "started_at": "2026-10-05T08:00:00Z", "minutes": 10}})
 }
 
 async fn status_and_problem(r: reqwest::Response) -> (u16, serde_json::Value) {
@@ -341,7 +338,7 @@ async fn privileged_actions_are_audited_and_the_trail_is_append_only() {
 
 #[tokio::test]
 async fn audit_trail_is_append_only_on_postgres() {
-    let Some((db, _)) = support::fresh_pg().await else {
+    let Some((db, _, _pg)) = support::fresh_pg().await else {
         return;
     };
     let t = create_token(&db, "ops", &Role::Admin, "cli:test")
@@ -426,21 +423,13 @@ async fn openapi_document_matches_the_routes() {
     hub.stop().await;
 }
 
-/// schemathesis (PyPI) against the running hub with an admin token: no 5xx, no response that
-/// contradicts the schema. Needs the `st` command (installed by `.ci/run`); skipped locally
-/// without it, required in CI.
+/// schemathesis (PyPI, pinned in `tests/requirements.txt`) against the running hub with an
+/// admin token: no 5xx, no response that contradicts the schema. Run by the test Python
+/// (`support::prerequisites::python`); skipped locally without it, required in CI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_errors_or_schema_violations() {
-    let st = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "st".into());
-    if std::process::Command::new(&st)
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("schemathesis (`st`) is required in CI");
-        }
-        eprintln!("SKIPPED: schemathesis not installed (pip install schemathesis)");
+    use support::prerequisites;
+    if !prerequisites::python_packages_available(&[("schemathesis", "schemathesis.cli")]) {
         return;
     }
     let hub = start().await;
@@ -469,8 +458,11 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() {
     let schema = format!("{}/api/openapi.json", hub.base);
     let base = hub.base.clone();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(&st)
+        prerequisites::python_command()
             .args([
+                "-c",
+                "import sys; from schemathesis.cli import schemathesis; sys.argv[0] = 'st'; \
+                 sys.exit(schemathesis())",
                 "run",
                 &schema,
                 "--url",
@@ -573,6 +565,33 @@ async fn billing_and_customer_data_role_boundaries() {
     assert_eq!(list[0]["contract_id"], "K-1001");
     assert_eq!(list[0]["allotment"], "600");
     assert_eq!(list[0]["thresholds"], serde_json::json!([80, 100]));
+    // The budgets sibling: live status per level (no work yet this period).
+    let list: serde_json::Value = c
+        .get(url("/api/v1/customers/C-1004/budgets"))
+        .bearer_auth(&acc)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["contract_id"], "K-1004");
+    assert_eq!(list[0]["thresholds"], serde_json::json!([80, 100]));
+    assert_eq!(
+        list[0]["levels"],
+        serde_json::json!([
+            {"level": "1st", "cap_minutes": 480, "used_minutes": 0, "remaining_minutes": 480, "held_minutes": 0, "crossed": []},
+            {"level": "2nd", "cap_minutes": 240, "used_minutes": 0, "remaining_minutes": 240, "held_minutes": 0, "crossed": []},
+        ])
+    );
+    for p in [
+        "/api/v1/customers/C-1002/budgets",
+        "/api/v1/customers/NOPE/budgets",
+    ] {
+        let (s, _) =
+            status_and_problem(c.get(url(p)).bearer_auth(&viewer).send().await.unwrap()).await;
+        assert_eq!(s, 403, "{p}");
+    }
 
     // Invoice runs: accounting only (separation of duties: not even admin).
     let body = serde_json::json!({ "period": "2026-10" });

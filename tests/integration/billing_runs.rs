@@ -332,7 +332,7 @@ macro_rules! both {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some((db, _)) = fresh_pg().await else {
+                let Some((db, _, _pg)) = fresh_pg().await else {
                     return;
                 };
                 super::$name(db).await

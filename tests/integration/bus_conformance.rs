@@ -1,7 +1,7 @@
 //! Bus conformance: the same scenarios against the embedded bus (SQLite) and RabbitMQ
 //! (with PostgreSQL as the store), both real, on loopback.
 
-use crate::support::*;
+use crate::support::{self, *};
 use async_trait::async_trait;
 use canonical::Envelope;
 use drehkreuz::bus::{Bus, Consumer, ConsumerSpec, Handler, HandlerError};
@@ -65,6 +65,7 @@ impl Handler for Recorder {
         };
         (self.behaviour)(event, n)?;
         if !self.work.is_zero() {
+            // A sleep is the behaviour here: a handler that takes this long per message.
             tokio::time::sleep(self.work).await;
         }
         sqlx::query("INSERT INTO test_effects (message_id) VALUES ($1)")
@@ -96,20 +97,21 @@ struct Fixture {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     consumers: Vec<String>,
     _dir: Option<tempfile::TempDir>,
+    /// Dropped last: the test's vhost (with its queues) and its database.
+    _vhost: Option<Arc<support::RabbitVhost>>,
+    _pg: Option<Arc<support::PgDatabase>>,
 }
 
 async fn fixture(kind: BusKind, tweak: impl FnOnce(&mut Config)) -> Option<Fixture> {
-    let (db, url, dir) = match kind {
+    let (db, url, dir, vhost, pg) = match kind {
         BusKind::Embedded => {
             let (db, url, dir) = fresh_sqlite().await;
-            (db, url, Some(dir))
+            (db, url, Some(dir), None, None)
         }
         BusKind::Rabbitmq => {
-            if !rabbit_available().await {
-                return None;
-            }
-            let (db, url) = fresh_pg().await?;
-            (db, url, None)
+            let vhost = support::rabbit_vhost().await?;
+            let (db, url, pg) = fresh_pg().await?;
+            (db, url, None, Some(Arc::new(vhost)), Some(Arc::new(pg)))
         }
     };
     sqlx::query("CREATE TABLE test_effects (message_id TEXT NOT NULL)")
@@ -117,6 +119,9 @@ async fn fixture(kind: BusKind, tweak: impl FnOnce(&mut Config)) -> Option<Fixtu
         .await
         .unwrap();
     let mut cfg = test_config(kind, &url);
+    if let Some(v) = &vhost {
+        v.configure(&mut cfg);
+    }
     tweak(&mut cfg);
     let bus = drehkreuz::bus::from_config(&cfg, &db).await.unwrap();
     Some(Fixture {
@@ -127,6 +132,8 @@ async fn fixture(kind: BusKind, tweak: impl FnOnce(&mut Config)) -> Option<Fixtu
         tasks: vec![],
         consumers: vec![],
         _dir: dir,
+        _vhost: vhost,
+        _pg: pg,
     })
 }
 
@@ -226,7 +233,7 @@ async fn publish_consume_ack(kind: BusKind) {
         BusKind::Rabbitmq => {
             let q = drehkreuz::bus::topology::Names::new(&f.cfg.bus.prefix).queue("worker");
             eventually(WAIT, "rabbit queue empty", || async {
-                rabbit_queue_depth(&q).await == 0
+                rabbit_queue_depth(&f.cfg, &q).await == 0
             })
             .await;
         }
@@ -354,12 +361,12 @@ async fn delivery_limit_sends_to_dlq(kind: BusKind) {
         "last error kept: {}",
         d.reason
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        rec.attempts_of(&e.id).len(),
-        3,
-        "no attempt beyond the limit"
-    );
+    consistently(
+        Duration::from_millis(300),
+        "no attempt beyond the limit",
+        || async { rec.attempts_of(&e.id).len() == 3 },
+    )
+    .await;
     assert_eq!(f.effects(&e.id).await, 0);
     f.stop().await;
 }
@@ -384,8 +391,12 @@ async fn same_message_twice_one_effect(kind: BusKind) {
         outbox::backlog(&f.db).await.unwrap() == 0
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(f.effects(&e.id).await, 1, "one effect for two deliveries");
+    consistently(
+        Duration::from_millis(300),
+        "one effect for two deliveries",
+        || async { f.effects(&e.id).await == 1 },
+    )
+    .await;
     assert_eq!(
         rec.attempts_of(&e.id).len(),
         1,
@@ -407,7 +418,7 @@ async fn outbox_rows_survive_restart(kind: BusKind) {
     f.send(&events).await;
     // "Crash": the process goes away before the relay ran.
     let cfg = f.cfg.clone();
-    let dir = f._dir;
+    let (dir, vhost, pg) = (f._dir, f._vhost, f._pg);
     f.db.pool.close().await;
     drop(f.bus);
 
@@ -423,6 +434,8 @@ async fn outbox_rows_survive_restart(kind: BusKind) {
         tasks: vec![],
         consumers: vec![],
         _dir: dir,
+        _vhost: vhost,
+        _pg: pg,
     };
     let rec = Recorder::new(|_, _| Ok(()));
     f2.start(vec![("worker", rec.clone())]).await;
@@ -491,8 +504,12 @@ async fn replay_dead_letter(kind: BusKind) {
         f.effects(&e.id).await == 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(f.effects(&e.id).await, 2);
+    consistently(
+        Duration::from_millis(300),
+        "replayed once, not more",
+        || async { f.effects(&e.id).await == 2 },
+    )
+    .await;
     assert!(deadletter::list(&f.db, Some("worker"), false, 10)
         .await
         .unwrap()
@@ -547,7 +564,13 @@ conformance!(rabbitmq, BusKind::Rabbitmq);
 /// connections and nothing is lost or applied twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_connection_closed_mid_stream_recovers() {
-    let Some(mut f) = fixture(BusKind::Rabbitmq, |c| c.bus.concurrency = 4).await else {
+    let instance = format!("test-{}", uuid::Uuid::now_v7().simple());
+    let Some(mut f) = fixture(BusKind::Rabbitmq, |c| {
+        c.bus.concurrency = 4;
+        c.hub.instance = instance;
+    })
+    .await
+    else {
         return;
     };
     let rec = Recorder::slow(|_, _| Ok(()), Duration::from_millis(5));
@@ -558,17 +581,17 @@ async fn rabbitmq_connection_closed_mid_stream_recovers() {
         f.total_effects().await >= 20
     })
     .await;
-    let out = std::process::Command::new("rabbitmqctl")
-        .args([
-            "close_all_connections",
-            "drehkreuz conformance test: forced close",
-        ])
-        .output()
-        .expect("rabbitmqctl runs");
+    // Close only this hub's connections (its own vhost, its unique instance name).
+    let vhost = f._vhost.clone().expect("a RabbitMQ fixture has a vhost");
+    let instance = f.cfg.hub.instance.clone();
+    let closed = tokio::task::spawn_blocking(move || {
+        vhost.close_hub_connections(&instance, "drehkreuz conformance test: forced close")
+    })
+    .await
+    .unwrap();
     assert!(
-        out.status.success(),
-        "rabbitmqctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        closed >= 1,
+        "the hub's named connections were found and closed"
     );
     f.send(&events[200..]).await;
     eventually(
@@ -577,7 +600,12 @@ async fn rabbitmq_connection_closed_mid_stream_recovers() {
         || async { f.total_effects().await >= 400 },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    consistently(
+        Duration::from_millis(500),
+        "no more than 400 effects",
+        || async { f.total_effects().await == 400 },
+    )
+    .await;
     let dupes: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM (SELECT message_id FROM test_effects GROUP BY message_id HAVING COUNT(*) > 1) d",
     )
@@ -640,6 +668,8 @@ async fn shutdown_finishes_in_flight_and_loses_nothing(kind: BusKind) {
         tasks: vec![],
         consumers: vec![],
         _dir: f._dir.take(),
+        _vhost: f._vhost.clone(),
+        _pg: f._pg.clone(),
     };
     f2.start(vec![("worker", Recorder::new(|_, _| Ok(())))])
         .await;

@@ -1,4 +1,5 @@
-//! The `drehkreuz` binary as an operator uses it: config check, migrate, dlq.
+//! The `drehkreuz` binary as an operator uses it: config check, migrate, dlq; output into a
+//! pipe closed early, logs into a file.
 
 use std::process::Command;
 
@@ -359,5 +360,188 @@ fn the_documented_full_config_example_is_valid() {
     assert!(
         !stdout.contains("secret@"),
         "passwords in URLs are redacted: {stdout}"
+    );
+}
+
+/// Runs `drehkreuz ARGS` with stdout a pipe whose reading end is closed before the command
+/// writes (as `drehkreuz audit | head -0` would): it must exit 0 without a panic.
+fn run_into_closed_pipe(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut child = drehkreuz(dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Something in the audit trail, so `audit` has lines to write.
+    for name in ["eins", "zwei", "drei"] {
+        let made = drehkreuz(dir.path())
+            .args(["token", "create", "--name", name, "--role", "viewer:C-1"])
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+    for args in [
+        &["audit"][..],
+        &["config", "check"][..],
+        &["token", "list"][..],
+    ] {
+        let out = run_into_closed_pipe(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
+
+/// Starts `drehkreuz run` with its logs (stderr) going to a file, waits for the start line,
+/// stops it and returns the file's bytes.
+fn logs_of_a_running_hub(extra_env: &[(&str, &str)]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("hub.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut c = drehkreuz(dir.path());
+    c.env("DREHKREUZ_HTTP_LISTEN", "127.0.0.1:0")
+        .env("DREHKREUZ_LOG", "info")
+        .args(["run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file);
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let logs = loop {
+        let logs = std::fs::read(&log_path).unwrap();
+        if String::from_utf8_lossy(&logs).contains("is running") {
+            break logs;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "hub did not start: {}",
+                String::from_utf8_lossy(&std::fs::read(&log_path).unwrap())
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    logs
+}
+
+#[test]
+fn logs_in_a_file_are_plain_text_unless_colour_is_asked_for() {
+    let plain = logs_of_a_running_hub(&[]);
+    assert!(
+        !plain.windows(2).any(|w| w == b"\x1b["),
+        "no ANSI codes in a file: {}",
+        String::from_utf8_lossy(&plain)
+    );
+    // The check can see colour codes when there are some.
+    let coloured = logs_of_a_running_hub(&[("DREHKREUZ_LOG_COLOR", "always")]);
+    assert!(coloured.windows(2).any(|w| w == b"\x1b["));
+}
+
+/// The effective `[schedule.*]` of `config check` as (name, cron, timezone, enabled).
+fn effective_schedules(stdout: &str) -> Vec<(String, String, String, bool)> {
+    let v: toml::Value = toml::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    v["schedule"]
+        .as_table()
+        .unwrap()
+        .iter()
+        .map(|(k, s)| {
+            (
+                k.clone(),
+                s["cron"].as_str().unwrap().to_string(),
+                s["timezone"].as_str().unwrap().to_string(),
+                s["enabled"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn sched(name: &str, cron: &str, enabled: bool) -> (String, String, String, bool) {
+    (name.into(), cron.into(), "Europe/Berlin".into(), enabled)
+}
+
+/// #11 point 11: one `[schedule.*]` in the file replaces only itself; a new one is added.
+#[test]
+fn a_configured_schedule_in_the_file_keeps_the_other_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hub.toml");
+    std::fs::write(
+        &file,
+        "[schedule.housekeeping]\ncron = \"0 15 4 * * *\"\n\n\
+         [schedule.asset_reminders]\nenabled = false\n",
+    )
+    .unwrap();
+    let out = drehkreuz(dir.path())
+        .args(["--config", file.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        effective_schedules(&stdout),
+        vec![
+            // Only `enabled` given: the default cron and time zone stay.
+            sched("asset_reminders", "0 0 7 * * *", false),
+            sched("housekeeping", "0 15 4 * * *", true),
+            // The monthly invoice run is still there.
+            sched("invoice_run", "0 0 6 1 * *", true),
+        ]
+    );
+}
+
+/// #11 point 11, the environment path: `DREHKREUZ_SCHEDULE__<NAME>__<KEY>` likewise.
+#[test]
+fn a_schedule_from_the_environment_keeps_the_other_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = drehkreuz(dir.path())
+        .env("DREHKREUZ_SCHEDULE__INVOICE_RUN__CRON", "0 0 5 2 * *")
+        .env("DREHKREUZ_SCHEDULE__HOUSEKEEPING__ENABLED", "false")
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        effective_schedules(&stdout),
+        vec![
+            sched("asset_reminders", "0 0 7 * * *", true),
+            sched("housekeeping", "0 30 3 * * *", false),
+            sched("invoice_run", "0 0 5 2 * *", true),
+        ]
+    );
+    // A schedule of an unknown job is still refused by `run` (not by config check); a bad
+    // cron in an override is refused with the key named.
+    let out = drehkreuz(dir.path())
+        .env("DREHKREUZ_SCHEDULE__INVOICE_RUN__CRON", "every month")
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("schedule.invoice_run.cron"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

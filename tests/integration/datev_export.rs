@@ -1,5 +1,5 @@
 //! DATEV EXTF export of finalized invoices, checked by the independent oracle
-//! `../shared/oracles/datev_extf_check.py` (Python, standard library only).
+//! `tests/oracles/datev_extf_check.py` (Python, standard library only).
 
 use crate::support;
 
@@ -7,8 +7,12 @@ use canonical::work::{Ticket, TimeEntry};
 use drehkreuz::billing::run;
 use drehkreuz::store::work;
 
-fn oracle() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/oracles/datev_extf_check.py")
+/// Runs the EXTF oracle on one file: (accepted, its report).
+fn extf_oracle(file: &std::path::Path) -> (bool, String) {
+    support::prerequisites::require_python();
+    let (ok, stdout, stderr) =
+        support::prerequisites::run_oracle("datev_extf_check.py", &[file.as_os_str()], &[]);
+    (ok, format!("{stdout}{stderr}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,18 +120,8 @@ async fn extf_files_pass_the_datev_oracle() {
             bytes.iter().filter(|&&b| b == b'\n').count()
         );
         assert!(bytes.contains(&0xFC), "ü in Windows-1252 (Müller)");
-        let out = std::process::Command::new("python3")
-            .arg(oracle())
-            .arg(f)
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "oracle rejected {}:\n{}{}",
-            f.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (ok, report) = extf_oracle(f);
+        assert!(ok, "oracle rejected {}:\n{report}", f.display());
     }
     let stapel = std::fs::read(
         csvs.iter()
@@ -300,16 +294,8 @@ async fn export_sink_is_idempotent_and_byte_stable() {
             .await
             .unwrap();
     assert_eq!(audited, 3);
-    let out = std::process::Command::new("python3")
-        .arg(oracle())
-        .arg(&stapel)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (ok, report) = extf_oracle(&stapel);
+    assert!(ok, "{report}");
     let manifest = std::fs::read_to_string(dir.path().join("MANIFEST.sha256")).unwrap();
     let sha = {
         use sha2::Digest;

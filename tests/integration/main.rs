@@ -15,5 +15,6 @@ mod hub_process;
 mod intake;
 mod outages;
 mod store_conformance;
+mod trust_boundaries;
 mod warehouse;
 mod zammad;

@@ -177,6 +177,7 @@ async fn schedule_claims_once(db: Db) {
     let first = schedule::register(&db, "monthly", "0 0 6 1 * *", "Europe/Berlin")
         .await
         .unwrap();
+    // A sleep is the behaviour under test: registering again *later* keeps the first time.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let again = schedule::register(&db, "monthly", "0 0 6 1 * *", "Europe/Berlin")
         .await
@@ -292,5 +293,5 @@ conformance!(
     postgres,
     fresh_pg()
         .await
-        .map(|(db, _)| (db, None::<tempfile::TempDir>))
+        .map(|(db, _url, dropped_with_the_test)| (db, dropped_with_the_test))
 );

@@ -1,5 +1,5 @@
 //! The warehouse connector end to end: goods receipts posted over HTTP (every sample in
-//! `../shared/samples/warehouse/`, hostile and broken inputs, idempotent repeats) → store →
+//! `tests/fixtures/warehouse/`, hostile and broken inputs, idempotent repeats) → store →
 //! bus → assets queryable per customer and exactly one pick & pack ticket at the fake Zammad;
 //! warranty and licence reminders. On the embedded defaults and on PostgreSQL + RabbitMQ.
 
@@ -15,13 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "lager-secret";
 
+/// A sample from `tests/fixtures/warehouse/`; a missing file fails with one line naming it.
 fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/samples/warehouse")
-            .join(name),
-    )
-    .unwrap()
+    support::prerequisites::read_fixture(&format!("tests/fixtures/warehouse/{name}"))
 }
 
 fn sign(body: &[u8]) -> String {
@@ -83,12 +79,7 @@ impl Running {
 
 async fn start(mut cfg: Config, dir: Option<tempfile::TempDir>) -> Running {
     let (zammad_url, fake) = support::fake_zammad::fake_zammad().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    cfg.http.listen = format!("127.0.0.1:{port}");
+    let (listener, base) = support::listener().await;
     cfg.bus.poll_interval_ms = 20;
     cfg.warehouse.body_limit_bytes = 64 * 1024;
     cfg.warehouse.sources.insert(
@@ -121,8 +112,7 @@ async fn start(mut cfg: Config, dir: Option<tempfile::TempDir>) -> Running {
     .unwrap();
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(async move { hub.run(s).await });
-    let base = format!("http://127.0.0.1:{port}");
+    let task = tokio::spawn(async move { hub.run_with_listeners(listener, None, s).await });
     support::eventually(Duration::from_secs(20), "hub up", || async {
         reqwest::get(format!("{base}/healthz")).await.is_ok()
     })
@@ -276,8 +266,13 @@ async fn itscope_flow(hub: &Running) {
         hub.pick_pack_tickets().len() == 1
     })
     .await;
-    // Give redeliveries a moment: still exactly one ticket.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Redeliveries within a window do not open a second ticket.
+    support::consistently(
+        Duration::from_millis(500),
+        "exactly one pick & pack ticket",
+        || async { hub.pick_pack_tickets().len() == 1 },
+    )
+    .await;
     let tickets = hub.pick_pack_tickets();
     assert_eq!(tickets.len(), 1, "{tickets:?}");
     let text = tickets[0]["article"]["body"].as_str().unwrap();
@@ -306,13 +301,14 @@ async fn goods_receipts_end_to_end_on_embedded_defaults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goods_receipts_end_to_end_on_postgres_and_rabbitmq() {
-    let Some((_db, url)) = support::fresh_pg().await else {
+    let Some(vhost) = support::rabbit_vhost().await else {
         return;
     };
-    if !support::rabbit_available().await {
+    let Some((_db, url, _pg)) = support::fresh_pg().await else {
         return;
-    }
-    let cfg = support::test_config(BusKind::Rabbitmq, &url);
+    };
+    let mut cfg = support::test_config(BusKind::Rabbitmq, &url);
+    vhost.configure(&mut cfg);
     let cleanup = cfg.clone();
     let hub = start(cfg, None).await;
     itscope_flow(&hub).await;
@@ -633,7 +629,12 @@ async fn warranty_ending_in_30_days_gives_exactly_one_reminder_ticket() {
         hub.reminder_tickets().len() == 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::consistently(
+        Duration::from_millis(500),
+        "exactly two reminder tickets",
+        || async { hub.reminder_tickets().len() == 2 },
+    )
+    .await;
     let tickets = hub.reminder_tickets();
     assert_eq!(tickets.len(), 2, "{tickets:?}");
     let warranty: Vec<&Value> = tickets

@@ -46,12 +46,7 @@ async fn signed_webhook_to_invoice_preview() {
     let mut cfg = Config::default();
     cfg.hub.data_dir = dir.path().to_path_buf();
     cfg.bus.poll_interval_ms = 20;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    cfg.http.listen = format!("127.0.0.1:{port}");
+    let (listener, base) = support::listener().await;
     let mut mapping = zammad_mapping::MappingSettings::default();
     mapping.types.insert(
         "2".into(),
@@ -84,12 +79,10 @@ async fn signed_webhook_to_invoice_preview() {
     .unwrap();
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let task = tokio::spawn(async move { hub.run(s).await });
-    let url = format!("http://127.0.0.1:{port}/webhooks/zammad");
+    let task = tokio::spawn(async move { hub.run_with_listeners(listener, None, s).await });
+    let url = format!("{base}/webhooks/zammad");
     support::eventually(Duration::from_secs(10), "up", || async {
-        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .is_ok()
+        reqwest::get(format!("{base}/healthz")).await.is_ok()
     })
     .await;
     let c = reqwest::Client::new();
@@ -431,7 +424,7 @@ async fn organization_maps_by_customer_number_attribute() {
         "d-9",
         chrono::Utc::now(),
         &drehkreuz::http::webhooks::TicketChanged {
-            ticket_id: "60".into(),
+            ticket_id: "60".parse().unwrap(),
             delivery: None,
         },
     )
@@ -470,7 +463,7 @@ async fn not_found_is_permanent_and_server_errors_are_retried() {
         &zammad_url,
         secrecy::SecretString::from("zammad-secret".to_string()),
     );
-    let err = client.get_ticket("404").await.unwrap_err();
+    let err = client.get_ticket("404".parse().unwrap()).await.unwrap_err();
     assert!(matches!(err, zammad::ZammadError::NotFound(_)), "{err:?}");
     assert!(!err.is_transient());
 
@@ -480,7 +473,7 @@ async fn not_found_is_permanent_and_server_errors_are_retried() {
     );
     fake.accountings.lock().unwrap().insert("70".into(), vec![]);
     fake.server_errors.store(2, Ordering::SeqCst);
-    let t = client.get_ticket("70").await.unwrap();
+    let t = client.get_ticket("70".parse().unwrap()).await.unwrap();
     assert_eq!(t["id"], 70);
     assert_eq!(
         fake.server_errors.load(Ordering::SeqCst),
@@ -503,7 +496,7 @@ async fn not_found_is_permanent_and_server_errors_are_retried() {
             "d",
             chrono::Utc::now(),
             &drehkreuz::http::webhooks::TicketChanged {
-                ticket_id: id.into(),
+                ticket_id: id.parse().unwrap(),
                 delivery: None,
             },
         )

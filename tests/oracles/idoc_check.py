@@ -2,11 +2,12 @@
 """Independent structure and arithmetic check of IDoc-XML (INVOIC02, ACC_DOCUMENT03).
 
 No public XSD exists for these basic types (they are generated per SAP system with WE60), so
-this checks what ../shared/reference/sap-warehouse.md §1 documents: IDoc-XML conventions (no
+this checks what the project's SAP reference notes (sap-warehouse.md §1) document: IDoc-XML conventions (no
 namespace, IDOC BEGIN="1", SEGMENT="1" everywhere, EDI_DC40 first, no empty fields, dates
 YYYYMMDD), the field lengths of the segments used, the header/item segment order, and the sums:
 INVOIC02 Σ NETWR ± header charges (E1EDK05) = E1EDS01 010, Σ E1EDK04 MWSBT = 005, 010 + 005 = 011, tax per rate =
-rate × net of that rate; ACC_DOCUMENT03 one E1BPACCR09 per item, Σ AMT_DOCCUR = 0, tax =
+rate × net of that rate, per item MENGE × VPREI ÷ PEINH = NETWR (VPREI is the price per PEINH
+units); ACC_DOCUMENT03 one E1BPACCR09 per item, Σ AMT_DOCCUR = 0, tax =
 rate × base. Prints one JSON line per file; exit 1 on any error.
 """
 import datetime
@@ -119,8 +120,12 @@ def check(path):
             net += n
             rate = dec(it.find("E1EDP04").findtext("MSATZ"))
             by_rate[rate] = by_rate.get(rate, Decimal(0)) + n
-            if cents(dec(it.findtext("MENGE")) * dec(it.findtext("VPREI"))) != n:
-                errors.append(f"item {it.findtext('POSEX')}: MENGE × VPREI ≠ NETWR")
+            # VPREI is the price per PEINH units (SAP price unit, default 1).
+            peinh = dec(it.findtext("PEINH") or "1")
+            if peinh <= 0:
+                errors.append(f"item {it.findtext('POSEX')}: PEINH {peinh} is not positive")
+            elif cents(dec(it.findtext("MENGE")) * dec(it.findtext("VPREI")) / peinh) != n:
+                errors.append(f"item {it.findtext('POSEX')}: MENGE × VPREI ÷ PEINH ≠ NETWR")
         for c in (s for s in segs if s.tag == "E1EDK05"):
             amt = dec(c.findtext("BETRG")) * (-1 if c.findtext("ALCKZ") == "-" else 1)
             net += amt

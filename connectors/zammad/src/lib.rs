@@ -19,6 +19,83 @@ pub enum ZammadError {
     Rejected { status: u16, body: String },
     #[error("Zammad unavailable: {0}")]
     Unavailable(String),
+    #[error("not a Zammad id: {0}")]
+    BadId(#[from] BadId),
+}
+
+/// A Zammad object id (ticket, organization): a positive integer that fits an `i64`. The only
+/// thing the client puts into a URL path, so a path can never carry `..`, `/` or a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Value", into = "u64")]
+pub struct ZammadId(u64);
+
+/// Why a value is not a [`ZammadId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected a positive integer up to {}, got {shown}", i64::MAX)]
+pub struct BadId {
+    /// The refused value, shortened.
+    pub shown: String,
+}
+
+impl ZammadId {
+    /// The id if `n` is in 1..=i64::MAX.
+    pub fn new(n: u64) -> Result<Self, BadId> {
+        if n == 0 || n > i64::MAX as u64 {
+            return Err(BadId {
+                shown: n.to_string(),
+            });
+        }
+        Ok(Self(n))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ZammadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::str::FromStr for ZammadId {
+    type Err = BadId;
+    /// Decimal digits only (no sign, no fraction, no exponent, no spaces).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadId {
+            shown: format!("{:?}", s.chars().take(40).collect::<String>()),
+        };
+        if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        Self::new(s.parse().map_err(|_| bad())?).map_err(|_| bad())
+    }
+}
+
+impl TryFrom<serde_json::Value> for ZammadId {
+    type Error = BadId;
+    /// A JSON integer or a string of digits (Zammad sends both).
+    fn try_from(v: serde_json::Value) -> Result<Self, Self::Error> {
+        match &v {
+            serde_json::Value::Number(n) => match n.as_u64() {
+                Some(u) => Self::new(u),
+                None => Err(BadId {
+                    shown: n.to_string().chars().take(40).collect(),
+                }),
+            },
+            serde_json::Value::String(s) => s.parse(),
+            other => Err(BadId {
+                shown: other.to_string().chars().take(40).collect(),
+            }),
+        }
+    }
+}
+
+impl From<ZammadId> for u64 {
+    fn from(id: ZammadId) -> u64 {
+        id.0
+    }
 }
 
 impl ZammadError {
@@ -262,7 +339,7 @@ impl Client {
 
 impl Client {
     /// A ticket with name-resolved relations (`expand=true`).
-    pub async fn get_ticket(&self, id: &str) -> Result<serde_json::Value, ZammadError> {
+    pub async fn get_ticket(&self, id: ZammadId) -> Result<serde_json::Value, ZammadError> {
         self.call(
             reqwest::Method::GET,
             &format!("/api/v1/tickets/{id}?expand=true"),
@@ -330,7 +407,7 @@ impl Client {
     }
 
     /// An organization (custom attributes appear as top-level keys).
-    pub async fn get_organization(&self, id: &str) -> Result<serde_json::Value, ZammadError> {
+    pub async fn get_organization(&self, id: ZammadId) -> Result<serde_json::Value, ZammadError> {
         self.call(
             reqwest::Method::GET,
             &format!("/api/v1/organizations/{id}"),
@@ -342,7 +419,7 @@ impl Client {
     /// The time accountings of a ticket.
     pub async fn ticket_time_accountings(
         &self,
-        id: &str,
+        id: ZammadId,
     ) -> Result<Vec<serde_json::Value>, ZammadError> {
         match self
             .call(
@@ -357,6 +434,49 @@ impl Client {
                 status: 200,
                 body: format!("expected an array, got {other}"),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_in_url_paths_are_positive_integers() {
+        assert_eq!("42".parse::<ZammadId>().map(ZammadId::get), Ok(42));
+        let max = i64::MAX.to_string();
+        assert!(max.parse::<ZammadId>().is_ok());
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "1.5",
+            "1e3",
+            " 1",
+            "../../etc/passwd",
+            "9223372036854775808",
+            "1000000000000000000000000000000",
+        ] {
+            assert!(bad.parse::<ZammadId>().is_err(), "{bad:?}");
+        }
+        let from_json = |v: serde_json::Value| serde_json::from_value::<ZammadId>(v);
+        assert_eq!(
+            from_json(serde_json::json!(7)).ok().map(ZammadId::get),
+            Some(7)
+        );
+        assert_eq!(
+            from_json(serde_json::json!("7")).ok().map(ZammadId::get),
+            Some(7)
+        );
+        for bad in [
+            serde_json::json!(-1),
+            serde_json::json!(1.5),
+            serde_json::json!(1e30),
+            serde_json::json!(null),
+            serde_json::json!("../x"),
+        ] {
+            assert!(from_json(bad.clone()).is_err(), "{bad}");
         }
     }
 }

@@ -181,6 +181,10 @@ pub enum ContractKind {
     /// Work up to each level's cap (minutes) is billed; beyond is held for approval.
     Budget {
         caps_minutes: BTreeMap<String, u32>,
+        /// Percentages of each level's cap that trigger a notice to the customer, once per
+        /// threshold, level and period (default 80 and 100).
+        #[serde(default = "default_thresholds")]
+        thresholds: Vec<u32>,
     },
     /// Covered by contract (billed elsewhere): report only.
     FlatRate,

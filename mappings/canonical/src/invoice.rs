@@ -35,11 +35,18 @@ pub struct InvoiceLine {
     /// Stable key within the run, e.g. `T:81001:2nd:remote`, `FEE`, `OVERDRAFT`.
     pub key: String,
     pub description: String,
+    /// Invoiced quantity (BT-129). Worked time is in whole minutes (`MIN`), so it is exact.
     pub quantity: Decimal,
     /// EN 16931 / UN/ECE Rec 20 unit code: `HUR` hours, `C62` pieces, `MIN` minutes.
     pub unit: String,
+    /// Net price (BT-146) per [`price_base_quantity`](Self::price_base_quantity) units.
     pub unit_price: Decimal,
-    /// quantity × unit price, rounded half-up to cents once.
+    /// Price base quantity (BT-149, in the line's unit, BT-150): `60` for time (the price is
+    /// per 60 minutes); absent = 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_base_quantity: Option<Decimal>,
+    /// quantity × unit price ÷ price base quantity, rounded half-up to cents once
+    /// (EN 16931 BT-131 = BT-129 × (BT-146 ÷ BT-149)).
     pub net: Decimal,
     pub vat_category: String,
     pub vat_rate: Decimal,
@@ -108,6 +115,51 @@ pub struct Invoice {
     pub note: Option<String>,
 }
 
+/// Minutes per hour: the price base quantity of time lines (price per 60 minutes).
+pub const MINUTES_PER_HOUR: Decimal = Decimal::from_parts(60, 0, 0, false, 0);
+
+/// A line's net: quantity × price ÷ base quantity, rounded half-up to cents once.
+pub fn line_net(quantity: Decimal, price: Decimal, base: Decimal) -> Decimal {
+    if base.is_zero() {
+        return cents(quantity * price);
+    }
+    cents(quantity * price / base)
+}
+
+impl InvoiceLine {
+    /// The price base quantity (BT-149): 1 unless set.
+    pub fn base_quantity(&self) -> Decimal {
+        self.price_base_quantity.unwrap_or(Decimal::ONE)
+    }
+
+    /// A line for worked time: the quantity in whole minutes (`MIN`, UN/ECE Rec 20), the
+    /// hourly rate as the price per 60 minutes (BT-149 = 60), the net to the cent — so
+    /// quantity × price ÷ base = net holds exactly in every format. No ticket or entries.
+    pub fn minutes(
+        key: String,
+        description: String,
+        minutes: u32,
+        hourly: Decimal,
+        vat_category: String,
+        vat_rate: Decimal,
+    ) -> Self {
+        let quantity = Decimal::from(minutes);
+        InvoiceLine {
+            key,
+            description,
+            net: line_net(quantity, hourly, MINUTES_PER_HOUR),
+            quantity,
+            unit: "MIN".into(),
+            unit_price: hourly,
+            price_base_quantity: Some(MINUTES_PER_HOUR),
+            vat_category,
+            vat_rate,
+            ticket_id: None,
+            entry_ids: Vec::new(),
+        }
+    }
+}
+
 /// Rounds an amount half-up (away from zero at .5) to cents.
 pub fn cents(amount: Decimal) -> Decimal {
     amount.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
@@ -154,6 +206,7 @@ mod tests {
             quantity: dec!(1),
             unit: "C62".into(),
             unit_price: net,
+            price_base_quantity: None,
             net,
             vat_category: "S".into(),
             vat_rate: rate,
@@ -188,5 +241,24 @@ mod tests {
         );
         assert_eq!(cents(dec!(2.345)), dec!(2.35));
         assert_eq!(cents(dec!(-2.345)), dec!(-2.35));
+    }
+
+    #[test]
+    fn time_lines_are_minutes_priced_per_sixty() {
+        // 50 min at 70 €/h: 50 × 70 / 60 = 58.333… → 58.33, with no rounded quantity.
+        let l = InvoiceLine::minutes("k".into(), "d".into(), 50, dec!(70), "S".into(), dec!(19));
+        assert_eq!(
+            (l.quantity, l.unit.as_str(), l.base_quantity(), l.net),
+            (dec!(50), "MIN", dec!(60), dec!(58.33))
+        );
+        // Half a cent rounds up: 1 min at 0.30 €/h = 0.005.
+        let l = InvoiceLine::minutes("k".into(), "d".into(), 1, dec!(0.30), "S".into(), dec!(19));
+        assert_eq!(l.net, dec!(0.01));
+        // Old documents without the field read as base 1.
+        let mut json = serde_json::to_value(line(dec!(5), dec!(19))).unwrap();
+        assert!(json.get("price_base_quantity").is_none());
+        json.as_object_mut().unwrap().remove("price_base_quantity");
+        let back: InvoiceLine = serde_json::from_value(json).unwrap();
+        assert_eq!(back.base_quantity(), dec!(1));
     }
 }

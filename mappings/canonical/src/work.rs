@@ -136,6 +136,115 @@ impl<'de> Deserialize<'de> for Period {
     }
 }
 
+/// The support levels a time entry (or ticket) can be handled at; rate cards price these.
+pub const SUPPORT_LEVELS: &[&str] = &["1st", "2nd", "3rd"];
+
+/// The longest record id (`id`, `ticket_id`, …) and the longest short text (names, numbers).
+pub const MAX_ID_LEN: usize = 128;
+const MAX_SHORT_TEXT: usize = 200;
+const MAX_TITLE: usize = 1_000;
+const MAX_NOTE: usize = 10_000;
+
+/// Is `name` a source-system name: `[a-z0-9][a-z0-9_-]{0,63}`? Safe in a path segment, a file
+/// name and a URL (no `.`, `/`, `..`, upper case or spaces).
+pub fn is_source_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn check_source(v: &str) -> Result<(), Invalid> {
+    if is_source_name(v) {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            "source",
+            format!(
+                "expected a source name [a-z0-9][a-z0-9_-]{{0,63}}, got {:?}",
+                v.chars().take(80).collect::<String>()
+            ),
+        ))
+    }
+}
+
+/// A record id: 1 to 128 visible ASCII characters, no `/`, `\\`, `?`, `#`, `%` and no `..`.
+fn check_id(field: &str, v: &str) -> Result<(), Invalid> {
+    let ok = !v.is_empty()
+        && v.len() <= MAX_ID_LEN
+        && v.bytes()
+            .all(|b| b.is_ascii_graphic() && !b"/\\?#%".contains(&b))
+        && !v.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            field,
+            format!(
+                "expected an id of 1 to {MAX_ID_LEN} visible ASCII characters without / \\ ? # % or .., got {:?}",
+                v.chars().take(80).collect::<String>()
+            ),
+        ))
+    }
+}
+
+fn check_version(v: i64) -> Result<(), Invalid> {
+    if v < 0 {
+        return Err(Invalid::new(
+            "version",
+            format!("expected a version ≥ 0, got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_len(field: &str, v: &str, max: usize) -> Result<(), Invalid> {
+    if v.chars().count() > max {
+        return Err(Invalid::new(
+            field,
+            format!(
+                "expected at most {max} characters, got {}",
+                v.chars().count()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_level(field: &str, v: &str) -> Result<(), Invalid> {
+    if SUPPORT_LEVELS.contains(&v) {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            field,
+            format!(
+                "expected one of {}, got {:?}",
+                SUPPORT_LEVELS.join(", "),
+                v.chars().take(40).collect::<String>()
+            ),
+        ))
+    }
+}
+
+impl Deletion {
+    /// Checks the deletion; the error names the field and what was expected.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        check_source(&self.source)?;
+        check_id("id", &self.id)?;
+        check_version(self.version)
+    }
+}
+
+/// Body of `ticket.deleted` and `time_entry.deleted`: which record of which source, and the
+/// version of the deletion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deletion {
+    pub source: String,
+    pub id: String,
+    pub version: i64,
+}
+
 /// A helpdesk ticket as billing sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -236,6 +345,39 @@ impl TimeEntry {
                 return Err(Invalid::new(field, "must not be empty"));
             }
         }
+        check_source(&self.source)?;
+        check_id("id", &self.id)?;
+        check_version(self.version)?;
+        check_id("ticket_id", &self.ticket_id)?;
+        check_level("level", &self.level)?;
+        let activity_ok = self.activity.len() <= 32
+            && self.activity.starts_with(|c: char| c.is_ascii_lowercase())
+            && self
+                .activity
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !activity_ok {
+            return Err(Invalid::new(
+                "activity",
+                format!(
+                    "expected [a-z][a-z0-9_-]{{0,31}} (e.g. remote, onsite, travel), got {:?}",
+                    self.activity.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+        for (field, v, max) in [
+            ("customer_id", self.customer_id.as_deref(), MAX_SHORT_TEXT),
+            ("technician", Some(self.technician.as_str()), MAX_SHORT_TEXT),
+            (
+                "non_billable_reason",
+                self.non_billable_reason.as_deref(),
+                MAX_TITLE,
+            ),
+            ("visit_id", self.visit_id.as_deref(), MAX_SHORT_TEXT),
+            ("note", self.note.as_deref(), MAX_NOTE),
+        ] {
+            check_len(field, v.unwrap_or_default(), max)?;
+        }
         if self.minutes == 0 || self.minutes > 24 * 60 {
             return Err(Invalid::new(
                 "minutes",
@@ -275,6 +417,24 @@ impl Ticket {
                 return Err(Invalid::new(field, "must not be empty"));
             }
         }
+        check_source(&self.source)?;
+        check_id("id", &self.id)?;
+        check_version(self.version)?;
+        if let Some(level) = &self.level {
+            check_level("level", level)?;
+        }
+        check_len("title", &self.title, MAX_TITLE)?;
+        for (field, v) in [
+            ("customer_id", &self.customer_id),
+            ("organization_id", &self.organization_id),
+            ("number", &self.number),
+            ("classification", &self.classification),
+            ("asset", &self.asset),
+            ("branch", &self.branch),
+            ("cost_centre", &self.cost_centre),
+        ] {
+            check_len(field, v.as_deref().unwrap_or_default(), MAX_SHORT_TEXT)?;
+        }
         Ok(())
     }
 }
@@ -305,6 +465,11 @@ impl UsageRecord {
                 return Err(Invalid::new(field, "must not be empty"));
             }
         }
+        check_source(&self.source)?;
+        check_id("id", &self.id)?;
+        check_version(self.version)?;
+        check_len("customer_id", &self.customer_id, MAX_SHORT_TEXT)?;
+        check_len("sku", &self.sku, 64)?;
         if self.quantity.is_sign_negative() {
             return Err(Invalid::new("quantity", "must not be negative"));
         }
@@ -364,5 +529,31 @@ mod tests {
         assert!(e.validate().is_ok());
         e.minutes = 0;
         assert_eq!(e.validate().unwrap_err().field, "minutes");
+    }
+
+    #[test]
+    fn levels_versions_ids_and_lengths_are_checked() {
+        let cases: Vec<(fn(&mut TimeEntry), &str)> = vec![
+            (|e| e.level = "99th".into(), "level"),
+            (|e| e.version = -1, "version"),
+            (|e| e.id = "x".repeat(129), "id"),
+            (|e| e.ticket_id = "../etc".into(), "ticket_id"),
+            (|e| e.source = "Lager".into(), "source"),
+            (|e| e.source = "lager/../zammad".into(), "source"),
+            (|e| e.activity = "Remote Work".into(), "activity"),
+            (|e| e.note = Some("n".repeat(10_001)), "note"),
+        ];
+        for (change, field) in cases {
+            let mut e = entry();
+            change(&mut e);
+            assert_eq!(e.validate().map_err(|i| i.field), Err(field.to_string()));
+        }
+        let d = Deletion {
+            source: "zammad".into(),
+            id: "1".into(),
+            version: -1,
+        };
+        assert_eq!(d.validate().unwrap_err().field, "version");
+        assert!(is_source_name("helpdesk-sample") && !is_source_name("a.b"));
     }
 }

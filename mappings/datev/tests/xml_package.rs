@@ -1,8 +1,10 @@
 //! The DATEV XML-Schnittstelle package (ZIP: document.xml v6.0, ledger v6.0, the XRechnung)
-//! checked by `../shared/oracles/datev_xml_validate.py` with the v6.0 XSDs.
+//! checked by `tests/oracles/datev_xml_validate.py` with the v6.0 XSDs.
 
 #[path = "../../../tests/fixtures/invoices.rs"]
 mod fixtures;
+#[path = "../../../tests/prerequisites.rs"]
+mod prerequisites;
 
 fn settings() -> datev::ExtfSettings {
     datev::ExtfSettings {
@@ -15,25 +17,17 @@ fn settings() -> datev::ExtfSettings {
     }
 }
 
+/// lxml imports (else: fails in CI, skips locally, one line naming it).
 fn oracle_available() -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import lxml"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("lxml (PyPI) is required in CI for the DATEV XML oracle");
-    }
-    ok
+    prerequisites::python_packages_available(&[("lxml", "lxml")])
 }
 
 #[test]
 fn packages_pass_the_datev_xml_oracle() {
     if !oracle_available() {
-        eprintln!("SKIPPED: lxml not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let shared = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/oracles");
     let mut files = Vec::new();
     for inv in [
         fixtures::invoice(),
@@ -64,16 +58,13 @@ fn packages_pass_the_datev_xml_oracle() {
         std::fs::write(&p, zip).unwrap();
         files.push(p);
     }
-    let out = std::process::Command::new("python3")
-        .arg(shared.join("datev_xml_validate.py"))
-        .arg("--json")
-        .args(&files)
-        .env("DATEV_XSD_PATH", shared.join("datev-xsd-v060"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let results: Vec<serde_json::Value> =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let xsd = prerequisites::repo_file("tests/oracles/datev-xsd-v060");
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--json".as_ref()];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    let (success, text, stderr) =
+        prerequisites::run_oracle("datev_xml_validate.py", &args, &[("DATEV_XSD_PATH", &xsd)]);
+    let results: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("oracle output is not JSON ({e}): {text}{stderr}"));
     // Package rules + document.xml + ledger file, per ZIP.
     assert_eq!(results.len(), files.len() * 3, "{text}");
     for r in &results {
@@ -85,7 +76,7 @@ fn packages_pass_the_datev_xml_oracle() {
         );
         assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
     }
-    assert!(out.status.success(), "{text}");
+    assert!(success, "{text}");
     // The credit note's ledger amounts are negative, the invoice's positive.
     let inv = fixtures::credit_note();
     let ledger = datev::xml::ledger(&settings(), &inv).unwrap();

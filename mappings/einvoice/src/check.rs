@@ -9,8 +9,9 @@
 //! (BR-DE-15), reverse charge VAT ids (BR-AE-02), payment (BR-DE-1, BR-DE-23-a, BR-DE-19 IBAN checksum), payment terms or due
 //! date (BR-CO-25), lines (BR-16, BR-21…BR-27), VAT categories and rates (BR-S-05, BR-Z-05,
 //! BR-E-05, BR-AE-05, BR-E-10), sums and VAT per EN 16931 (BR-CO-10, -13, -14, -15, -16,
-//! BR-CO-17, BR-S-08, BR-45…BR-48), at most two decimals on amounts (BR-DEC-*), and the
-//! invoicing period (BR-29).
+//! BR-CO-17, BR-S-08, BR-45…BR-48), at most two decimals on amounts (BR-DEC-*), the
+//! invoicing period (BR-29), and the hub's own `DK-LINE-NET`: every line's quantity × price ÷
+//! price base quantity (BT-129 × BT-146 ÷ BT-149) is its net (BT-131) to the cent.
 
 use crate::document::Document;
 use crate::Format;
@@ -284,6 +285,26 @@ pub fn check_document(d: &Document) -> Vec<Violation> {
                 "BR-27",
                 "BT-146",
                 format!("line {}: negative net price {}", l.id, l.price),
+            );
+        }
+        // EN 16931 BT-131 = BT-129 × (BT-146 ÷ BT-149), to the cent (the hub's own rule:
+        // the CEN rules leave the line calculation to the seller).
+        let base = l.base.unwrap_or(Decimal::ONE);
+        if !base.is_zero() && cents(l.quantity * l.price / base) != l.net {
+            fail(
+                "DK-LINE-NET",
+                "BT-131",
+                format!(
+                    "line {}: {} × {} ÷ {} ≠ net {}",
+                    l.id, l.quantity, l.price, base, l.net
+                ),
+            );
+        }
+        if base <= Decimal::ZERO {
+            fail(
+                "DK-LINE-NET",
+                "BT-149",
+                format!("line {}: price base quantity {base} is not positive", l.id),
             );
         }
         if !two_decimals(l.net) {

@@ -111,6 +111,10 @@ pub fn write(d: &Document) -> String {
         x.open("ram:SpecifiedLineTradeAgreement");
         x.open("ram:NetPriceProductTradePrice");
         x.leaf("ram:ChargeAmount", &number(l.price, 2));
+        if let Some(b) = l.base {
+            // BT-149 / BT-150: the price is per `b` units (e.g. 60 minutes).
+            x.leaf_with("ram:BasisQuantity", &[("unitCode", &l.unit)], &number(b, 0));
+        }
         x.close();
         x.close();
         x.open("ram:SpecifiedLineTradeDelivery");

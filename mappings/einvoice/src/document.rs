@@ -37,6 +37,8 @@ pub struct Line {
     pub quantity: Decimal,
     pub unit: String,
     pub price: Decimal,
+    /// BT-149 price base quantity (in the line's unit, BT-150); `None` = 1, not written.
+    pub base: Option<Decimal>,
     pub net: Decimal,
     pub category: String,
     pub rate: Decimal,
@@ -199,6 +201,7 @@ impl Document {
                     quantity: l.quantity * sign,
                     unit: l.unit.clone(),
                     price: l.unit_price,
+                    base: l.price_base_quantity.filter(|b| *b != Decimal::ONE),
                     net: l.net * sign,
                     category: l.vat_category.clone(),
                     rate: l.vat_rate,

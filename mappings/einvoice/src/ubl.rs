@@ -191,6 +191,10 @@ pub fn write(d: &Document) -> String {
             &[("currencyID", cur)],
             &number(l.price, 2),
         );
+        if let Some(b) = l.base {
+            // BT-149 / BT-150: the price is per `b` units (e.g. 60 minutes).
+            x.leaf_with("cbc:BaseQuantity", &[("unitCode", &l.unit)], &number(b, 0));
+        }
         x.close();
         x.close();
     }

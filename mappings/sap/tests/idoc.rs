@@ -4,6 +4,8 @@
 
 #[path = "../../../tests/fixtures/invoices.rs"]
 mod fixtures;
+#[path = "../../../tests/prerequisites.rs"]
+mod prerequisites;
 
 use sap::{acc_document03, invoic02, IdocError, SapSettings};
 
@@ -23,18 +25,10 @@ fn settings() -> SapSettings {
 }
 
 fn checker(files: &[std::path::PathBuf]) -> (bool, String) {
-    let out = std::process::Command::new("python3")
-        .arg(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../tests/oracles/idoc_check.py"),
-        )
-        .args(files)
-        .output()
-        .expect("python3");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    prerequisites::require_python();
+    let args: Vec<&std::ffi::OsStr> = files.iter().map(|f| f.as_os_str()).collect();
+    let (ok, stdout, _stderr) = prerequisites::run_oracle("idoc_check.py", &args, &[]);
+    (ok, stdout)
 }
 
 #[test]

@@ -219,7 +219,14 @@ pub fn parse(bytes: &[u8]) -> Result<Element, ReadError> {
                 stack.push(el);
             }
             Event::Empty(e) => {
+                // A self-closing element counts like any other (`<x/>` × 500,000 is refused).
                 count += 1;
+                if count > MAX_ELEMENTS {
+                    return Err(ReadError::refused(
+                        path_of(&stack),
+                        format!("document too deep or too large (limits: depth {MAX_DEPTH}, {MAX_ELEMENTS} elements)"),
+                    ));
+                }
                 if root.is_some() {
                     return Err(ReadError::malformed("/", "more than one root element"));
                 }
@@ -291,6 +298,14 @@ pub fn parse(bytes: &[u8]) -> Result<Element, ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn self_closing_elements_count_towards_the_element_limit() {
+        let many = |n: usize| format!("<r>{}</r>", "<x/>".repeat(n)).into_bytes();
+        assert!(parse(&many(MAX_ELEMENTS - 1)).is_ok());
+        let err = parse(&many(500_000)).unwrap_err();
+        assert!(matches!(err, ReadError::Refused { .. }), "{err:?}");
+    }
 
     #[test]
     fn local_names_and_entities() {

@@ -29,6 +29,26 @@ pub struct Fake {
     pub all_accountings: Mutex<Vec<Value>>,
     /// Organizations (`GET /api/v1/organizations/{id}`).
     pub organizations: Mutex<HashMap<String, Value>>,
+    /// Every request received, as `METHOD path?query`, in order (routed or not).
+    pub requests: Mutex<Vec<String>>,
+}
+
+/// Records each request in [`Fake::requests`].
+async fn record(
+    State(f): State<Arc<Fake>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let line = format!(
+        "{} {}",
+        req.method(),
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default()
+    );
+    f.requests.lock().unwrap().push(line);
+    next.run(req).await
 }
 
 async fn get_organization(
@@ -286,6 +306,7 @@ pub async fn fake_zammad() -> (String, Arc<Fake>) {
             "/api/v1/tickets/{id}/time_accountings",
             get(get_accountings),
         )
+        .layer(axum::middleware::from_fn_with_state(fake.clone(), record))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
