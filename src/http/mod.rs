@@ -207,22 +207,41 @@ async fn readyz(State(st): State<AppState>) -> Response {
         None
     };
     let ready = store_ok && bus.ready;
+    if ready {
+        let body = serde_json::json!({
+            "status": "ready",
+            "store": { "backend": st.db.backend.name(), "ok": store_ok },
+            "bus": bus,
+            "outbox_backlog": backlog,
+        });
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    // Not ready: an RFC 9457 problem whose extension members are the same readiness fields.
+    let mut why = Vec::new();
+    if !store_ok {
+        why.push("the store does not answer");
+    }
+    if !bus.ready {
+        why.push("the bus is not connected");
+    }
     let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not ready" },
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": format!("not ready: {}", why.join("; ")),
         "store": { "backend": st.db.backend.name(), "ok": store_ok },
         "bus": bus,
         "outbox_backlog": backlog,
     });
-    if ready {
-        (StatusCode::OK, Json(body)).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, problem::RETRY_AFTER_SECS)],
-            Json(body),
-        )
-            .into_response()
-    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "application/problem+json"),
+            (header::RETRY_AFTER, problem::RETRY_AFTER_SECS),
+        ],
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response()
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {

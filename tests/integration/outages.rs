@@ -147,13 +147,13 @@ async fn unroutable_events_are_dead_lettered_on_embedded_and_listed_by_the_cli()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unroutable_events_are_dead_lettered_on_rabbitmq() {
-    if !support::rabbit_available().await {
+    let Some(vhost) = support::rabbit_vhost().await else {
         return;
-    }
+    };
     let (db, url, _dir) = support::fresh_sqlite().await;
-    let cfg = support::test_config(BusKind::Rabbitmq, &url);
+    let mut cfg = support::test_config(BusKind::Rabbitmq, &url);
+    vhost.configure(&mut cfg);
     unroutable_is_dead_lettered(&cfg, &db).await;
-    support::cleanup_rabbit(&cfg, &["bound-one"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +183,8 @@ async fn hub_serves_health_while_the_broker_is_unreachable() {
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     let body: serde_json::Value = r.json().await.expect("json");
-    assert_eq!(body["bus"]["kind"], "rabbitmq");
+    assert_eq!(body["bus"]["kind"], "rabbitmq", "{body}");
+    assert_eq!(body["status"], 503, "a problem document: {body}");
     assert_eq!(body["bus"]["ready"], false);
     assert_eq!(body["store"]["ok"], true);
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
@@ -356,7 +357,7 @@ async fn readyz_and_ingress_answer_503_fast_when_postgres_stops() {
         assert_eq!(r.status(), 503, "round {round}");
         assert!(took < Duration::from_secs(2), "round {round}: {took:?}");
         let body: serde_json::Value = r.json().await.expect("json");
-        assert_eq!(body["store"]["ok"], false);
+        assert_eq!(body["store"]["ok"], false, "{body}");
 
         // Ingress: 503 problem with Retry-After, within the acquire timeout (3 s) + margin.
         let t = Instant::now();
