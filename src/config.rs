@@ -112,6 +112,80 @@ fn default_group() -> String {
     "Service Desk".into()
 }
 
+/// A URL that may carry credentials (`scheme://user:password@host/…`): its `Debug`, `Display`
+/// and `Serialize` print `scheme://user:***@host/…`, so it cannot leak through `config check`,
+/// logs or error messages; [`SecretUrl::expose`] gives the real one to the code that connects.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+    /// The URL with its credentials, for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The URL with the password (and any query secrets) replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+    /// The URL without userinfo, and the user and password it carried.
+    pub fn split_credentials(&self) -> (String, Option<(String, Option<String>)>) {
+        match reqwest::Url::parse(&self.0) {
+            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+                let user = percent_decode(u.username());
+                let pass = u.password().map(percent_decode);
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                (u.to_string(), Some((user, pass)))
+            }
+            _ => (self.0.clone(), None),
+        }
+    }
+    /// Whether the URL carries a user or password.
+    pub fn has_credentials(&self) -> bool {
+        self.split_credentials().1.is_some()
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(Ok(b)) = s.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16)) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretUrl({:?})", self.redacted())
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for SecretUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
 /// A delivery target for finalized invoices: a directory drop with atomic writes, or an HTTP
 /// endpoint the files are POSTed to.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -125,9 +199,11 @@ pub struct ExportTarget {
     /// Directory the files are dropped into (this or `url`).
     #[serde(default)]
     pub dir: Option<PathBuf>,
-    /// HTTP endpoint each file is POSTed to (this or `dir`).
+    /// HTTP endpoint each file is POSTed to (this or `dir`). Credentials in it
+    /// (`https://user:pass@host/…`) are sent as Basic auth — only when no `token` is set — and
+    /// are never printed or logged ([`SecretUrl`]).
     #[serde(default)]
-    pub url: Option<String>,
+    pub url: Option<SecretUrl>,
     /// Bearer token for `url` (a secret: never printed).
     #[serde(default, skip_serializing)]
     pub token: Option<SecretString>,
@@ -231,6 +307,12 @@ pub struct DatabaseSection {
     /// `sqlite://…` or `postgres://…`; default: the SQLite file in `hub.data_dir`.
     pub url: Option<SecretString>,
     pub max_connections: u32,
+    /// Longest wait for a pooled connection before a request fails (503) instead of hanging.
+    pub acquire_timeout_ms: u64,
+    /// Longest a single statement may run (PostgreSQL `statement_timeout`; 0: no limit).
+    pub statement_timeout_ms: u64,
+    /// How long a SQLite writer waits for the write lock (`PRAGMA busy_timeout`).
+    pub busy_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -265,6 +347,9 @@ pub struct BusSection {
     pub poll_interval_ms: u64,
     /// Largest delay between reconnect attempts to the broker.
     pub reconnect_max_delay_ms: u64,
+    /// How long a leased embedded-bus batch or claimed outbox batch stays invisible to other
+    /// workers; renewed while the batch is worked, so only a crashed process's leases expire.
+    pub lease_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -319,6 +404,9 @@ impl Default for DatabaseSection {
         Self {
             url: None,
             max_connections: 10,
+            acquire_timeout_ms: 3_000,
+            statement_timeout_ms: 10_000,
+            busy_timeout_ms: 5_000,
         }
     }
 }
@@ -337,6 +425,7 @@ impl Default for BusSection {
             retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000],
             poll_interval_ms: 250,
             reconnect_max_delay_ms: 30_000,
+            lease_ms: 10_000,
         }
     }
 }
@@ -484,6 +573,12 @@ impl Config {
         if self.bus.concurrency == 0 {
             return bad("bus.concurrency", "must be at least 1");
         }
+        if self.bus.lease_ms < 1_000 {
+            return bad("bus.lease_ms", "must be at least 1000");
+        }
+        if self.database.acquire_timeout_ms == 0 {
+            return bad("database.acquire_timeout_ms", "must be at least 1");
+        }
         if self.bus.prefix.trim().is_empty() {
             return bad("bus.prefix", "must not be empty");
         }
@@ -545,9 +640,18 @@ impl Config {
                     )));
                 }
             }
+            if let (Some(u), Some(_)) = (&t.url, &t.token) {
+                if u.has_credentials() {
+                    return Err(ConfigError::Invalid(format!(
+                        "`export[{i}].url`: carries credentials and `token` is set too; give them once \
+                         (the token as Bearer, or user:password in the URL as Basic auth)"
+                    )));
+                }
+            }
             match (&t.dir, &t.url) {
                 (Some(_), None) => {}
-                (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => {}
+                (None, Some(u))
+                    if u.expose().starts_with("http://") || u.expose().starts_with("https://") => {}
                 (None, Some(_)) => {
                     return Err(ConfigError::Invalid(format!(
                         "`export[{i}].url`: expected an http:// or https:// URL"
@@ -632,17 +736,19 @@ impl Config {
 
     /// The effective configuration as TOML with every secret replaced by `"***"`.
     pub fn redacted(&self) -> String {
-        let redact = |s: &Option<SecretString>| s.as_ref().map(|_| "***".to_string());
         let value = serde_json::json!({
             "hub": self.hub,
             "http": self.http,
             "database": {
-                "url": redact(&self.database.url).unwrap_or_else(|| redact_url(self.database_url().expose_secret())),
+                "url": redact_url(self.database_url().expose_secret()),
                 "max_connections": self.database.max_connections,
+                "acquire_timeout_ms": self.database.acquire_timeout_ms,
+                "statement_timeout_ms": self.database.statement_timeout_ms,
+                "busy_timeout_ms": self.database.busy_timeout_ms,
             },
             "bus": {
                 "kind": self.bus_kind(),
-                "amqp_url": redact(&self.bus.amqp_url),
+                "amqp_url": self.bus.amqp_url.as_ref().map(|u| redact_url(u.expose_secret())),
                 "prefix": self.bus.prefix,
                 "prefetch": self.bus.prefetch,
                 "concurrency": self.bus.concurrency,
@@ -652,6 +758,7 @@ impl Config {
                 "retry_delays_ms": self.bus.retry_delays_ms,
                 "poll_interval_ms": self.bus.poll_interval_ms,
                 "reconnect_max_delay_ms": self.bus.reconnect_max_delay_ms,
+                "lease_ms": self.bus.lease_ms,
             },
             "schedule": self.schedule,
             "datev": self.datev,
@@ -684,13 +791,33 @@ pub fn retry_delay(tiers_ms: &[u64], attempt: u32) -> Duration {
     Duration::from_millis(tiers_ms.get(idx).copied().unwrap_or(1_000))
 }
 
-/// The embedded default URL holds no password, but keep the rendering uniform.
-fn redact_url(url: &str) -> String {
+/// A URL with its password replaced by `***` (`postgres://hub:***@db/hub`); a URL that does
+/// not parse is replaced whole, since it might hide a secret anywhere. Query parameters named
+/// like secrets (`password`, `token`, `secret`, `key`) are redacted too.
+pub fn redact_url(url: &str) -> String {
     if url.starts_with("sqlite:") {
-        url.to_string()
-    } else {
-        "***".into()
+        return url.to_string();
     }
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return "***".into();
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let k = k.into_owned();
+                let secret = ["password", "pass", "token", "secret", "key"]
+                    .iter()
+                    .any(|w| k.to_ascii_lowercase().contains(w));
+                (k, if secret { "***".into() } else { v.into_owned() })
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 fn strip_nulls(v: serde_json::Value) -> serde_json::Value {

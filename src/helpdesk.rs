@@ -61,6 +61,69 @@ pub async fn ticket_once(
     Ok((id, created))
 }
 
+/// Phase-1 form of [`ticket_once`] for [`Handler::prepare`]: the same lookup (`helpdesk_tickets`
+/// through the pool, then Zammad by tag) and creation, with no transaction open while Zammad
+/// is called. Record the result in phase 2 with [`record_ticket`].
+pub async fn ticket_once_outside(
+    client: &zammad::Client,
+    db: &crate::store::Db,
+    hub_ref: &str,
+    ticket: zammad::NewTicket,
+) -> Result<(u64, bool), HandlerError> {
+    let known: Option<i64> =
+        sqlx::query_scalar("SELECT ticket_id FROM helpdesk_tickets WHERE hub_ref = $1")
+            .bind(hub_ref)
+            .fetch_optional(&db.pool)
+            .await?;
+    if let Some(id) = known {
+        return Ok((id as u64, false));
+    }
+    let found = client
+        .search_tickets(&format!("tags:{hub_ref}"))
+        .await
+        .map_err(fail)?;
+    Ok(match found.first() {
+        Some(t) => (t.id, false),
+        None => (client.create_ticket(&ticket).await.map_err(fail)?.id, true),
+    })
+}
+
+/// Phase 2 of [`ticket_once_outside`]: remembers the hub's ticket.
+pub async fn record_ticket(tx: &mut Tx<'_>, hub_ref: &str, id: u64) -> Result<(), HandlerError> {
+    sqlx::query(
+        "INSERT INTO helpdesk_tickets (hub_ref, ticket_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(hub_ref)
+    .bind(id as i64)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// What a ticket-writing handler did in phase 1: the hub's reference and Zammad's ticket id.
+pub struct TicketDone {
+    pub hub_ref: String,
+    pub ticket_id: u64,
+}
+
+/// Phase 2 of a ticket-writing handler: record the ticket from phase 1.
+pub async fn apply_ticket_done(
+    prepared: &crate::bus::Prepared,
+    tx: &mut Tx<'_>,
+) -> Result<bool, HandlerError> {
+    match prepared
+        .as_ref()
+        .and_then(|p| p.downcast_ref::<TicketDone>())
+    {
+        Some(d) => {
+            record_ticket(tx, &d.hub_ref, d.ticket_id).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// A Zammad error as a handler error: transient (retry) or permanent (dead letter).
 pub fn fail(e: zammad::ZammadError) -> HandlerError {
     if e.is_transient() {
@@ -326,9 +389,15 @@ pub struct ZammadSync {
 pub const SYNC_CONSUMER: &str = "zammad-sync";
 pub const SYNC_ROUTING_KEYS: &[&str] = &["zammad.ticket_changed"];
 
-#[async_trait]
-impl Handler for ZammadSync {
-    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+/// What `zammad-sync` fetched from Zammad before its transaction opened.
+struct Fetched {
+    ticket: canonical::work::Ticket,
+    accountings: Vec<serde_json::Value>,
+}
+
+impl ZammadSync {
+    /// Phase 1: the ticket (and its organization) and its time accountings, from Zammad.
+    async fn fetch(&self, ev: &Envelope) -> Result<Fetched, HandlerError> {
         let changed = match crate::ingress::check(ev) {
             Ok(crate::ingress::IngressRecord::TicketChanged(c)) => c,
             Ok(_) => {
@@ -355,15 +424,23 @@ impl Handler for ZammadSync {
             Err(TicketError::Zammad(e)) => return Err(fail(e)),
             Err(TicketError::Mapping(e)) => return Err(HandlerError::Permanent(e.to_string())),
         };
-        let mut events = vec![crate::intake::ticket_event(&ticket, false)
-            .map_err(|e| HandlerError::Permanent(e.to_string()))?];
-        for ta in self
+        let accountings = self
             .client
             .ticket_time_accountings(changed.ticket_id)
             .await
-            .map_err(fail)?
-        {
-            match zammad_mapping::time_accounting(&ta, &self.source, &self.mapping) {
+            .map_err(fail)?;
+        Ok(Fetched {
+            ticket,
+            accountings,
+        })
+    }
+
+    /// Phase 2: events to the outbox, unmappable accountings to the review list.
+    async fn write(&self, f: &Fetched, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let mut events = vec![crate::intake::ticket_event(&f.ticket, false)
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?];
+        for ta in &f.accountings {
+            match zammad_mapping::time_accounting(ta, &self.source, &self.mapping) {
                 Ok(entry) => events.push(
                     crate::intake::time_entry_event(&entry, false)
                         .map_err(|e| HandlerError::Permanent(e.to_string()))?,
@@ -378,7 +455,7 @@ impl Handler for ZammadSync {
                             ta.get("id").cloned().unwrap_or_default()
                         ),
                         &e.to_string(),
-                        &ta,
+                        ta,
                     )
                     .await?;
                 }
@@ -386,6 +463,36 @@ impl Handler for ZammadSync {
         }
         crate::store::outbox::enqueue_many(tx, &events).await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Handler for ZammadSync {
+    /// Every Zammad call happens here, before the transaction (and SQLite's write lock).
+    async fn prepare(
+        &self,
+        _db: &crate::store::Db,
+        ev: &Envelope,
+    ) -> Result<crate::bus::Prepared, HandlerError> {
+        Ok(Some(std::sync::Arc::new(self.fetch(ev).await?)))
+    }
+
+    async fn apply(
+        &self,
+        ev: &Envelope,
+        prepared: crate::bus::Prepared,
+        tx: &mut Tx<'_>,
+    ) -> Result<(), HandlerError> {
+        match prepared.as_ref().and_then(|p| p.downcast_ref::<Fetched>()) {
+            Some(f) => self.write(f, tx).await,
+            None => self.handle(ev, tx).await,
+        }
+    }
+
+    /// Both phases at once (for callers outside the bus); the bus uses prepare/apply.
+    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let f = self.fetch(ev).await?;
+        self.write(&f, tx).await
     }
 }
 

@@ -7,9 +7,14 @@
 //! row sent publishes the row again once the lease ran out;
 //! the consumers' inboxes drop that duplicate. A row that fails (unroutable, broker down) gets
 //! its error recorded and is retried later with a growing delay; the rows behind it go on.
+//! A row the bus reports unroutable (no consumer binds its event type) is not retried: it
+//! leaves the outbox and becomes a dead letter of [`DEAD_LETTER_CONSUMER`] with the reason
+//! `unroutable: no consumer binds <type>` (`drehkreuz dlq list`; a replay publishes it again,
+//! for when the consumer has been configured since). The claim lease is `bus.lease_ms`.
 
-use crate::bus::Bus;
+use crate::bus::{Bus, PublishError};
 use crate::config::retry_delay;
+use crate::store::deadletter::{self, DeathNote};
 use crate::store::{now_ms, outbox, Db};
 use crate::telemetry;
 use std::sync::Arc;
@@ -20,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 /// Rows per publish batch (confirms are awaited per batch, pipelined).
 pub const BATCH: i64 = 256;
 
+/// The consumer name under which unroutable outbox rows are dead-lettered.
+pub const DEAD_LETTER_CONSUMER: &str = "outbox-relay";
+
 /// The relay task.
 pub struct Relay {
     db: Db,
@@ -27,6 +35,7 @@ pub struct Relay {
     wakeup: Arc<Notify>,
     poll: Duration,
     retry_delays_ms: Vec<u64>,
+    lease_ms: i64,
 }
 
 impl Relay {
@@ -43,12 +52,19 @@ impl Relay {
             wakeup,
             poll,
             retry_delays_ms,
+            lease_ms: outbox::CLAIM_LEASE_MS,
         }
+    }
+
+    /// Sets the claim lease (`bus.lease_ms`).
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease_ms = lease.as_millis().clamp(1_000, i64::MAX as u128) as i64;
+        self
     }
 
     /// Publishes one batch; returns how many rows were published.
     pub async fn relay_once(&self) -> anyhow::Result<usize> {
-        let rows = outbox::claim(&self.db, BATCH).await?;
+        let rows = outbox::claim_for(&self.db, BATCH, self.lease_ms).await?;
         if rows.is_empty() {
             return Ok(0);
         }
@@ -59,6 +75,20 @@ impl Relay {
         for (row, result) in rows.iter().zip(results) {
             match result {
                 Ok(()) => sent.push(row.id),
+                Err(PublishError::Unroutable(event_type)) => {
+                    let reason = format!("unroutable: no consumer binds {event_type}");
+                    tracing::warn!(outbox_id = row.id, event_type = %event_type, %reason, "Outbox row dead-lettered.");
+                    telemetry::dead_lettered(DEAD_LETTER_CONSUMER);
+                    let note = DeathNote {
+                        consumer: DEAD_LETTER_CONSUMER,
+                        reason: &reason,
+                        attempts: row.attempts + 1,
+                        first_failure_at: Some(now_ms()),
+                    };
+                    deadletter::record(&mut tx, &note, &row.envelope).await?;
+                    // Settled: it leaves the pending list like a published row.
+                    sent.push(row.id);
+                }
                 Err(e) => {
                     let attempts = row.attempts + 1;
                     let delay = retry_delay(&self.retry_delays_ms, attempts as u32);

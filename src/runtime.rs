@@ -32,7 +32,11 @@ pub struct Hub {
 impl Hub {
     /// Opens (and migrates) the store, builds the bus, the consumers and the jobs.
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
-        let db = Db::open(&cfg.database_url(), cfg.database.max_connections).await?;
+        let db = Db::open_with(
+            &cfg.database_url(),
+            crate::store::DbOptions::from_config(&cfg),
+        )
+        .await?;
         let bus = bus::from_config(&cfg, &db).await?;
         let consumers = crate::pipeline::consumers(&cfg, &db);
         let mut jobs: BTreeMap<String, Arc<dyn Job>> = BTreeMap::new();
@@ -82,26 +86,34 @@ impl Hub {
         self.consumers.iter().map(|c| c.spec.clone()).collect()
     }
 
-    /// Declares the bus topology with retries (the broker may still be starting).
-    pub async fn declare(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    /// Declares the bus topology, retrying with capped backoff until it succeeds (the broker may
+    /// be starting or down) or `shutdown` is cancelled; returns whether it was declared. The
+    /// HTTP server already serves `/healthz` and `/readyz` (503) while this waits.
+    pub async fn declare(&self, shutdown: &CancellationToken) -> anyhow::Result<bool> {
         use backon::BackoffBuilder;
         let mut delays = backon::ExponentialBuilder::default()
             .with_jitter()
             .with_max_delay(Duration::from_millis(
                 self.cfg.bus.reconnect_max_delay_ms.max(100),
             ))
-            .with_max_times(12)
+            .without_max_times()
             .build();
         loop {
+            if shutdown.is_cancelled() {
+                return Ok(false);
+            }
             match self.bus.declare(&self.specs()).await {
-                Ok(()) => return Ok(()),
-                Err(e) => match delays.next() {
-                    Some(wait) if !shutdown.is_cancelled() => {
-                        tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "Declaring the bus topology failed; retrying.");
-                        tokio::time::sleep(wait).await;
+                Ok(()) => return Ok(true),
+                Err(e) => {
+                    let wait = delays
+                        .next()
+                        .unwrap_or(Duration::from_millis(self.cfg.bus.reconnect_max_delay_ms));
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "Declaring the bus topology failed; retrying.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(false),
+                        _ = tokio::time::sleep(wait) => {}
                     }
-                    _ => return Err(e.context("declaring the bus topology")),
-                },
+                }
             }
         }
     }
@@ -163,7 +175,7 @@ impl Hub {
         metrics_listener: Option<tokio::net::TcpListener>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        self.declare(&shutdown).await?;
+        let entries = self.schedule_entries()?;
         let metrics = crate::telemetry::prometheus();
         let state = AppState {
             db: self.db.clone(),
@@ -220,6 +232,17 @@ impl Hub {
             None => None,
         };
 
+        // The bus comes up after the HTTP server: with the broker down the hub still answers
+        // `/healthz` (200) and `/readyz` (503) and takes ingress into the outbox.
+        if !self.declare(&shutdown).await? {
+            tracing::info!("Shutting down before the bus was reachable.");
+            let _ = http_task.await;
+            if let Some(t) = metrics_task {
+                let _ = t.await;
+            }
+            self.db.pool.close().await;
+            return Ok(());
+        }
         let relay_stop = CancellationToken::new();
         let relay = Relay::new(
             self.db.clone(),
@@ -227,14 +250,11 @@ impl Hub {
             self.relay_wakeup.clone(),
             Duration::from_millis(self.cfg.bus.poll_interval_ms.max(1)),
             self.cfg.bus.retry_delays_ms.clone(),
-        );
+        )
+        .with_lease(Duration::from_millis(self.cfg.bus.lease_ms));
         let relay_task =
             tokio::spawn(relay.run_workers(self.cfg.bus.relay_workers, relay_stop.clone()));
-        let scheduler = Scheduler::new(
-            self.db.clone(),
-            &self.cfg.hub.instance,
-            self.schedule_entries()?,
-        );
+        let scheduler = Scheduler::new(self.db.clone(), &self.cfg.hub.instance, entries);
         let sched_task = tokio::spawn(scheduler.run(shutdown.clone()));
         let bus = self.bus.clone();
         let consumers = self.consumers.clone();

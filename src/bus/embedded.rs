@@ -6,8 +6,9 @@
 //! them through the inbox ([`super::apply`]) and delete them ("ack"). A transient failure puts
 //! the row back with `available_at` pushed by the retry delay; a permanent failure or the
 //! delivery limit moves it to `dead_letters` with the reason. A process that dies mid-work
-//! loses its leases when they expire and another worker picks the rows up; the `deliveries`
-//! counter is the crash-loop backstop (like RabbitMQ's `x-delivery-limit`).
+//! loses its leases when they expire (`bus.lease_ms`, default 10 s; a live worker renews the
+//! leases of the batch it is working every third of that) and another worker picks the rows
+//! up; the `deliveries` counter is the crash-loop backstop (like RabbitMQ's `x-delivery-limit`).
 
 use super::{apply_batch, Bus, BusHealth, Consumer, ConsumerSpec, Outcome, PublishError};
 use crate::config::{retry_delay, Config};
@@ -42,7 +43,7 @@ impl Settings {
             delivery_limit: cfg.bus.delivery_limit,
             retry_delays_ms: cfg.bus.retry_delays_ms.clone(),
             poll_interval: Duration::from_millis(cfg.bus.poll_interval_ms.max(1)),
-            lease: Duration::from_secs(300),
+            lease: Duration::from_millis(cfg.bus.lease_ms.max(1_000)),
         }
     }
 }
@@ -114,6 +115,43 @@ impl EmbeddedBus {
         }
         out.sort_by_key(|l| l.id);
         Ok(out)
+    }
+
+    /// Pushes the leases of rows still being worked (a slow handler keeps its batch).
+    async fn renew(&self, ids: &[i64]) -> Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = ids
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query(&format!(
+            "UPDATE bus_queue SET locked_until = $1 WHERE id IN ({list})"
+        ))
+        .bind(now_ms() + self.settings.lease.as_millis() as i64)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies a batch while a side task renews its leases, then settles it.
+    async fn work_batch(&self, consumer: &Consumer, batch: Vec<Leased>) -> Result<(), sqlx::Error> {
+        let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
+        let every = self.settings.lease / 3;
+        let renewer = async {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = self.renew(&ids).await {
+                    tracing::warn!(consumer = %consumer.spec.name, error = %e, "Renewing leases failed; retrying.");
+                }
+            }
+        };
+        tokio::select! {
+            r = self.process_batch(consumer, batch) => r,
+            _ = renewer => unreachable!("the renewer loops until the batch is settled"),
+        }
     }
 
     /// Removes settled rows ("ack").
@@ -258,7 +296,7 @@ impl EmbeddedBus {
             let me = self.clone();
             let c = consumer.clone();
             tasks.spawn(async move {
-                if let Err(e) = me.process_batch(&c, batch).await {
+                if let Err(e) = me.work_batch(&c, batch).await {
                     // The leases expire and the messages come back: nothing is lost.
                     tracing::warn!(consumer = %c.spec.name, error = %e, "Could not settle a batch; it will be redelivered.");
                 }
@@ -414,6 +452,21 @@ impl Bus for EmbeddedBus {
     }
 
     async fn replay(&self, dead: &DeadLetter) -> anyhow::Result<()> {
+        if dead.consumer == crate::relay::DEAD_LETTER_CONSUMER {
+            // An unroutable event: publish it again by its type (a consumer may bind it now).
+            return match self
+                .publish(std::slice::from_ref(&dead.envelope))
+                .await
+                .pop()
+            {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(anyhow::anyhow!(
+                    "replay of dead letter {} failed: {e}",
+                    dead.id
+                )),
+                None => Err(anyhow::anyhow!("replay of dead letter {} failed", dead.id)),
+            };
+        }
         let json = serde_json::to_string(&dead.envelope)?;
         let now = now_ms();
         sqlx::query(

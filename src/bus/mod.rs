@@ -61,11 +61,55 @@ impl From<sqlx::Error> for HandlerError {
     }
 }
 
-/// Applies one message's effect. Runs inside a transaction that already holds the inbox claim;
-/// write state and follow-up events (via the outbox) through `tx` only.
+/// What a handler fetched from outside (Zammad, an HTTP sink) before its transaction opened.
+pub type Prepared = Option<Arc<dyn std::any::Any + Send + Sync>>;
+
+/// Applies one message's effect, in two phases:
+///
+/// 1. [`Handler::prepare`] runs **outside** any transaction (no SQLite write lock, no pooled
+///    connection held): every outside call (Zammad, HTTP sinks, SMTP) belongs here. It may
+///    read the store through `db`. It is skipped for messages already in the inbox.
+/// 2. [`Handler::apply`] runs inside a short transaction that already holds the inbox claim;
+///    write state and follow-up events (via the outbox) through `tx` only, and make no
+///    outside call there.
+///
+/// Handlers without outside calls implement only [`Handler::handle`] (phase 2).
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
+    /// Phase 1: fetch (or deliver) outside the transaction. Default: nothing.
+    async fn prepare(&self, _db: &Db, _event: &Envelope) -> Result<Prepared, HandlerError> {
+        Ok(None)
+    }
+    /// Phase 2 with what phase 1 produced. Default: [`Handler::handle`].
+    async fn apply(
+        &self,
+        event: &Envelope,
+        _prepared: Prepared,
+        tx: &mut Tx<'_>,
+    ) -> Result<(), HandlerError> {
+        self.handle(event, tx).await
+    }
+    /// The transactional effect of a handler without outside calls.
     async fn handle(&self, event: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError>;
+}
+
+/// Phase 1 for one message unless the inbox already has it (then `Ok(None)`: a duplicate).
+async fn prepare_one(
+    db: &Db,
+    consumer: &str,
+    handler: &dyn Handler,
+    event: &Envelope,
+) -> Result<Option<Prepared>, Outcome> {
+    match inbox::contains(db, consumer, &event.id).await {
+        Ok(true) => return Ok(None),
+        Ok(false) => {}
+        Err(e) => return Err(Outcome::Retry(format!("inbox: {e}"))),
+    }
+    match handler.prepare(db, event).await {
+        Ok(p) => Ok(Some(p)),
+        Err(HandlerError::Transient(r)) => Err(Outcome::Retry(r)),
+        Err(HandlerError::Permanent(r)) => Err(Outcome::Dead(r)),
+    }
 }
 
 /// A consumer: its spec and its handler.
@@ -94,8 +138,24 @@ pub enum Outcome {
     Dead(String),
 }
 
-/// Runs `handler` for `event` with the inbox claim in the same transaction.
+/// Runs `handler` for `event`: phase 1 outside, then phase 2 with the inbox claim in the
+/// same transaction.
 pub async fn apply(db: &Db, consumer: &str, handler: &dyn Handler, event: &Envelope) -> Outcome {
+    let prepared = match prepare_one(db, consumer, handler, event).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Outcome::Duplicate,
+        Err(o) => return o,
+    };
+    apply_prepared(db, consumer, handler, event, prepared).await
+}
+
+async fn apply_prepared(
+    db: &Db,
+    consumer: &str,
+    handler: &dyn Handler,
+    event: &Envelope,
+    prepared: Prepared,
+) -> Outcome {
     let mut tx = match db.begin().await {
         Ok(tx) => tx,
         Err(e) => return Outcome::Retry(format!("database: {e}")),
@@ -108,7 +168,7 @@ pub async fn apply(db: &Db, consumer: &str, handler: &dyn Handler, event: &Envel
         }
         Err(e) => return Outcome::Retry(format!("inbox: {e}")),
     }
-    match handler.handle(event, &mut tx).await {
+    match handler.apply(event, prepared, &mut tx).await {
         Ok(()) => match tx.commit().await {
             Ok(()) => Outcome::Applied,
             Err(e) => Outcome::Retry(format!("commit: {e}")),
@@ -138,14 +198,27 @@ pub async fn apply_batch(
     events: &[&Envelope],
 ) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
-    let mut pending: Vec<usize> = (0..events.len()).collect();
+    // Phase 1 for every message before the transaction opens.
+    let mut prepared: Vec<Prepared> = vec![None; events.len()];
+    let mut pending: Vec<usize> = Vec::with_capacity(events.len());
+    for (i, ev) in events.iter().enumerate() {
+        match prepare_one(db, consumer, handler, ev).await {
+            Ok(Some(p)) => {
+                prepared[i] = p;
+                pending.push(i);
+            }
+            Ok(None) => outcomes[i] = Some(Outcome::Duplicate),
+            Err(o) => outcomes[i] = Some(o),
+        }
+    }
     while !pending.is_empty() {
         if pending.len() == 1 {
             let i = pending[0];
-            outcomes[i] = Some(apply(db, consumer, handler, events[i]).await);
+            outcomes[i] =
+                Some(apply_prepared(db, consumer, handler, events[i], prepared[i].clone()).await);
             break;
         }
-        match try_batch(db, consumer, handler, events, &pending).await {
+        match try_batch(db, consumer, handler, events, &prepared, &pending).await {
             BatchResult::Committed(done) => {
                 for (i, o) in done {
                     outcomes[i] = Some(o);
@@ -181,6 +254,7 @@ async fn try_batch(
     consumer: &str,
     handler: &dyn Handler,
     events: &[&Envelope],
+    prepared: &[Prepared],
     which: &[usize],
 ) -> BatchResult {
     let mut tx = match db.begin().await {
@@ -199,7 +273,7 @@ async fn try_batch(
             done.push((i, Outcome::Duplicate));
             continue;
         }
-        match handler.handle(events[i], &mut tx).await {
+        match handler.apply(events[i], prepared[i].clone(), &mut tx).await {
             Ok(()) => done.push((i, Outcome::Applied)),
             Err(e) => {
                 let _ = tx.rollback().await;

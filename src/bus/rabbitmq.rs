@@ -996,6 +996,21 @@ impl Bus for RabbitBus {
     }
 
     async fn replay(&self, dead: &DeadLetter) -> anyhow::Result<()> {
+        if dead.consumer == crate::relay::DEAD_LETTER_CONSUMER {
+            // An unroutable event: publish it again by its type (a consumer may bind it now).
+            return match self
+                .publish(std::slice::from_ref(&dead.envelope))
+                .await
+                .pop()
+            {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(anyhow::anyhow!(
+                    "replay of dead letter {} failed: {e}",
+                    dead.id
+                )),
+                None => Err(anyhow::anyhow!("replay of dead letter {} failed", dead.id)),
+            };
+        }
         let (body, props) = to_amqp(&dead.envelope);
         let queue = self.shared.s.names.queue(&dead.consumer);
         self.publish_one("", &queue, &body, props)

@@ -3,7 +3,10 @@
 //! The HTTP sink POSTs each file as its body (`Content-Type` of the format) to the target URL
 //! with `X-Drehkreuz-File`, `X-Drehkreuz-Invoice`, `X-Drehkreuz-Format`, `X-Drehkreuz-SHA256`
 //! and `Idempotency-Key: <target>:<format>:<file>` (the same on every retry and re-delivery,
-//! so the receiver can drop repeats), `Authorization: Bearer <token>` when configured. 2xx is
+//! so the receiver can drop repeats), and one `Authorization` header: `Bearer <token>` when a
+//! token is configured, else `Basic` from credentials in the URL (the URL itself is requested
+//! without them; configuring both is refused by `config check`). Error and log lines name the
+//! URL redacted ([`crate::config::SecretUrl`]), never its password. 2xx is
 //! success; 408, 429 and 5xx and connection errors are retried with jittered exponential
 //! backoff (`backon`, honouring `Retry-After`), then handed back to the bus as transient; any
 //! other 4xx is permanent (dead letter with the status and body).
@@ -23,13 +26,24 @@ pub enum DeliveryError {
     Permanent(String),
 }
 
+/// The one credential an HTTP sink sends.
+#[derive(Clone)]
+pub enum Auth {
+    None,
+    Bearer(SecretString),
+    Basic(String, Option<SecretString>),
+}
+
 /// A configured destination.
 #[derive(Clone)]
 pub enum Delivery {
     Dir(PathBuf),
     Http {
-        url: String,
-        token: Option<SecretString>,
+        /// The configured URL (prints redacted).
+        url: crate::config::SecretUrl,
+        /// The URL requested: without userinfo.
+        endpoint: String,
+        auth: Auth,
         client: reqwest::Client,
         attempts: usize,
     },
@@ -39,15 +53,24 @@ impl Delivery {
     /// The destination of an `[[export]]` target.
     pub fn of(target: &crate::config::ExportTarget) -> Self {
         match (&target.url, &target.dir) {
-            (Some(url), _) => Delivery::Http {
-                url: url.clone(),
-                token: target.token.clone(),
-                client: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(60))
-                    .build()
-                    .unwrap_or_default(),
-                attempts: 4,
-            },
+            (Some(url), _) => {
+                let (endpoint, userinfo) = url.split_credentials();
+                let auth = match (&target.token, userinfo) {
+                    (Some(t), _) => Auth::Bearer(t.clone()),
+                    (None, Some((user, pass))) => Auth::Basic(user, pass.map(SecretString::from)),
+                    (None, None) => Auth::None,
+                };
+                Delivery::Http {
+                    url: url.clone(),
+                    endpoint,
+                    auth,
+                    client: reqwest::Client::builder()
+                        .timeout(Duration::from_secs(60))
+                        .build()
+                        .unwrap_or_default(),
+                    attempts: 4,
+                }
+            }
             (None, Some(dir)) => Delivery::Dir(dir.clone()),
             (None, None) => Delivery::Dir(PathBuf::from(".")),
         }
@@ -77,7 +100,8 @@ impl Delivery {
             }
             Delivery::Http {
                 url,
-                token,
+                endpoint,
+                auth,
                 client,
                 attempts,
             } => {
@@ -85,8 +109,8 @@ impl Delivery {
                 for f in files {
                     post(
                         client,
-                        url,
-                        token.as_ref(),
+                        (endpoint, url),
+                        auth,
                         *attempts,
                         target,
                         format,
@@ -105,8 +129,8 @@ impl Delivery {
 #[allow(clippy::too_many_arguments)]
 async fn post(
     client: &reqwest::Client,
-    url: &str,
-    token: Option<&SecretString>,
+    (endpoint, url): (&str, &crate::config::SecretUrl),
+    auth: &Auth,
     attempts: usize,
     target: &str,
     format: &str,
@@ -123,7 +147,7 @@ async fn post(
     let sha = hex::encode(Sha256::digest(&f.bytes));
     loop {
         let mut req = client
-            .post(url)
+            .post(endpoint)
             .header("Content-Type", f.content_type)
             .header("X-Drehkreuz-File", &f.name)
             .header("X-Drehkreuz-Invoice", invoice)
@@ -131,9 +155,13 @@ async fn post(
             .header("X-Drehkreuz-SHA256", &sha)
             .header("Idempotency-Key", format!("{target}:{format}:{}", f.name))
             .body(f.bytes.clone());
-        if let Some(t) = token {
-            req = req.bearer_auth(t.expose_secret());
-        }
+        req = match auth {
+            Auth::None => req,
+            Auth::Bearer(t) => req.bearer_auth(t.expose_secret()),
+            Auth::Basic(user, pass) => {
+                req.basic_auth(user, pass.as_ref().map(|p| p.expose_secret().to_string()))
+            }
+        };
         let (err, retry_after) = match req.send().await {
             Ok(resp) if resp.status().is_success() => return Ok(()),
             Ok(resp) => {
@@ -159,7 +187,8 @@ async fn post(
                 }
                 (format!("{url} answered {status}: {body}"), retry_after)
             }
-            Err(e) => (format!("{url}: {e}"), None),
+            // reqwest's message would repeat the URL; ours is the redacted one.
+            Err(e) => (format!("{url}: {}", e.without_url()), None),
         };
         match delays.next() {
             Some(d) => {

@@ -46,7 +46,7 @@ impl ExportSink {
         &self,
         inv: &Invoice,
         month: &str,
-        tx: &mut Tx<'_>,
+        conn: &mut sqlx::AnyConnection,
     ) -> Result<Vec<ExportFile>, HandlerError> {
         let Some(settings) = &self.settings.datev else {
             return Err(HandlerError::Permanent(
@@ -59,7 +59,7 @@ impl ExportSink {
         .bind(&self.target.name)
         .bind(ExportFormat::DatevExtf.name())
         .bind(month)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *conn)
         .await?;
         numbers.push(inv.number.clone());
         numbers.sort();
@@ -72,7 +72,7 @@ impl ExportSink {
             let doc: Option<String> =
                 sqlx::query_scalar("SELECT document FROM invoices WHERE number = $1")
                     .bind(n)
-                    .fetch_optional(&mut **tx)
+                    .fetch_optional(&mut *conn)
                     .await?;
             if let Some(d) = doc {
                 invoices.push(
@@ -86,9 +86,30 @@ impl ExportSink {
     }
 }
 
-#[async_trait::async_trait]
-impl Handler for ExportSink {
-    async fn handle(&self, ev: &canonical::Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+/// What phase 1 of an export produced: the rendered, delivered formats and the failed ones.
+struct Exported {
+    number: String,
+    month: String,
+    delivered: Vec<(ExportFormat, String, Vec<String>)>,
+    failed: Vec<(ExportFormat, String)>,
+}
+
+impl ExportSink {
+    /// Reads (ledger, stored invoice, the month's invoices for EXTF) and renders what is
+    /// still missing; touches nothing outside.
+    async fn render_pending(
+        &self,
+        ev: &canonical::Envelope,
+        conn: &mut sqlx::AnyConnection,
+    ) -> Result<
+        (
+            Invoice,
+            String,
+            Vec<(ExportFormat, Vec<ExportFile>)>,
+            Vec<(ExportFormat, String)>,
+        ),
+        HandlerError,
+    > {
         use chrono::Datelike;
         // The event says *which* invoice; the store says *what* it is. An invoice the store
         // does not have is not exported, whatever the event carries.
@@ -103,7 +124,7 @@ impl Handler for ExportSink {
                     ev.id
                 ))
             })?;
-        let inv = stored_invoice(tx, number).await?.ok_or_else(|| {
+        let inv = stored_invoice_in(conn, number).await?.ok_or_else(|| {
             HandlerError::Permanent(format!(
                 "unknown invoice {:?}: not in the store, nothing exported",
                 number.chars().take(80).collect::<String>()
@@ -123,13 +144,13 @@ impl Handler for ExportSink {
             .bind(&self.target.name)
             .bind(format.name())
             .bind(&inv.number)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *conn)
             .await?;
             if known.is_some() {
                 continue;
             }
             let files = match format {
-                ExportFormat::DatevExtf => match self.extf_month(&inv, &month, tx).await {
+                ExportFormat::DatevExtf => match self.extf_month(&inv, &month, conn).await {
                     Ok(files) => files,
                     Err(HandlerError::Permanent(m)) => {
                         failed.push((format, m));
@@ -151,7 +172,18 @@ impl Handler for ExportSink {
             };
             pending.push((format, files));
         }
-        let mut landed: Vec<ExportFormat> = Vec::new();
+        Ok((inv, month, pending, failed))
+    }
+
+    /// Delivers the rendered files (the outside call: no transaction may be open here).
+    async fn deliver_pending(
+        &self,
+        inv: &Invoice,
+        month: String,
+        pending: Vec<(ExportFormat, Vec<ExportFile>)>,
+        mut failed: Vec<(ExportFormat, String)>,
+    ) -> Result<Exported, HandlerError> {
+        let mut delivered = Vec::new();
         for (format, files) in pending {
             let places = match self
                 .delivery
@@ -165,22 +197,44 @@ impl Handler for ExportSink {
                     continue;
                 }
             };
-            landed.push(format);
-            let first = files.first();
-            let sha = first
+            let sha = files
+                .first()
                 .map(|f| hex::encode(Sha256::digest(&f.bytes)))
                 .unwrap_or_default();
+            delivered.push((format, sha, places));
+        }
+        Ok(Exported {
+            number: inv.number.clone(),
+            month,
+            delivered,
+            failed,
+        })
+    }
+
+    /// Records the deliveries (ledger, audit) and the failed formats in the transaction.
+    async fn record(
+        &self,
+        ev: &canonical::Envelope,
+        e: &Exported,
+        tx: &mut Tx<'_>,
+    ) -> Result<(), HandlerError> {
+        let failed = &e.failed;
+        let month = &e.month;
+        let mut landed: Vec<ExportFormat> = Vec::new();
+        for (format, sha, places) in &e.delivered {
+            let format = *format;
+            landed.push(format);
             let file = places.first().cloned().unwrap_or_default();
             sqlx::query(
                 "INSERT INTO export_ledger (target, format, invoice_number, period, file, sha256, exported_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             )
             .bind(&self.target.name)
             .bind(format.name())
-            .bind(&inv.number)
-            .bind(&month)
+            .bind(&e.number)
+            .bind(month)
             .bind(&file)
-            .bind(&sha)
+            .bind(sha)
             .bind(crate::store::now_ms())
             .execute(&mut **tx)
             .await?;
@@ -189,7 +243,7 @@ impl Handler for ExportSink {
                 &crate::store::audit::AuditRecord {
                     actor: &format!("consumer:export-{}", self.target.name),
                     action: &format!("export.{}", format.name().replace('-', "_")),
-                    object: &format!("invoice:{}", inv.number),
+                    object: &format!("invoice:{}", e.number),
                     before: None,
                     after: Some(serde_json::json!({ "files": places, "sha256": sha, "target": self.target.name })),
                 },
@@ -236,14 +290,59 @@ impl Handler for ExportSink {
     }
 }
 
+#[async_trait::async_trait]
+impl Handler for ExportSink {
+    /// Reads and renders on a pooled connection (released again), then delivers — no
+    /// transaction is open while the sink is called.
+    async fn prepare(
+        &self,
+        db: &crate::store::Db,
+        ev: &canonical::Envelope,
+    ) -> Result<crate::bus::Prepared, HandlerError> {
+        let (inv, month, pending, failed) = {
+            let mut conn = db.pool.acquire().await?;
+            self.render_pending(ev, &mut conn).await?
+        };
+        let exported = self.deliver_pending(&inv, month, pending, failed).await?;
+        Ok(Some(std::sync::Arc::new(exported)))
+    }
+
+    async fn apply(
+        &self,
+        ev: &canonical::Envelope,
+        prepared: crate::bus::Prepared,
+        tx: &mut Tx<'_>,
+    ) -> Result<(), HandlerError> {
+        match prepared.as_ref().and_then(|p| p.downcast_ref::<Exported>()) {
+            Some(e) => self.record(ev, e, tx).await,
+            None => self.handle(ev, tx).await,
+        }
+    }
+
+    /// All phases at once (for callers outside the bus).
+    async fn handle(&self, ev: &canonical::Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let (inv, month, pending, failed) = self.render_pending(ev, &mut **tx).await?;
+        let exported = self.deliver_pending(&inv, month, pending, failed).await?;
+        self.record(ev, &exported, tx).await
+    }
+}
+
 /// The finalized invoice `number` as the store holds it (`None` if it has none).
 pub async fn stored_invoice(
     tx: &mut Tx<'_>,
     number: &str,
 ) -> Result<Option<Invoice>, HandlerError> {
+    stored_invoice_in(&mut **tx, number).await
+}
+
+/// [`stored_invoice`] on any connection.
+pub async fn stored_invoice_in(
+    conn: &mut sqlx::AnyConnection,
+    number: &str,
+) -> Result<Option<Invoice>, HandlerError> {
     let doc: Option<String> = sqlx::query_scalar("SELECT document FROM invoices WHERE number = $1")
         .bind(number)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
     doc.map(|d| {
         serde_json::from_str(&d)

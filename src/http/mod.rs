@@ -195,22 +195,53 @@ async fn healthz() -> impl IntoResponse {
         (status = 200, description = "Ready", body = Object),
         (status = 503, description = "Store or bus not ready", body = Object)))]
 async fn readyz(State(st): State<AppState>) -> Response {
+    // Every probe is bounded: an unreachable store answers 503 within about a second.
     let store_ok = st.db.ping().await;
     let bus = st.bus.health();
-    let backlog = outbox::backlog(&st.db).await.ok();
+    let backlog = if store_ok {
+        tokio::time::timeout(crate::store::PING_TIMEOUT, outbox::backlog(&st.db))
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+    } else {
+        None
+    };
     let ready = store_ok && bus.ready;
+    if ready {
+        let body = serde_json::json!({
+            "status": "ready",
+            "store": { "backend": st.db.backend.name(), "ok": store_ok },
+            "bus": bus,
+            "outbox_backlog": backlog,
+        });
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    // Not ready: an RFC 9457 problem whose extension members are the same readiness fields.
+    let mut why = Vec::new();
+    if !store_ok {
+        why.push("the store does not answer");
+    }
+    if !bus.ready {
+        why.push("the bus is not connected");
+    }
     let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not ready" },
+        "type": "about:blank",
+        "title": "Service Unavailable",
+        "status": 503,
+        "detail": format!("not ready: {}", why.join("; ")),
         "store": { "backend": st.db.backend.name(), "ok": store_ok },
         "bus": bus,
         "outbox_backlog": backlog,
     });
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(body)).into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "application/problem+json"),
+            (header::RETRY_AFTER, problem::RETRY_AFTER_SECS),
+        ],
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response()
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {

@@ -50,9 +50,48 @@ pub struct Db {
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Pool limits that make the store fail fast instead of hanging when it is unreachable.
+#[derive(Debug, Clone, Copy)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    /// Longest wait for a pooled connection (including connecting) before `PoolTimedOut`.
+    pub acquire_timeout: Duration,
+    /// PostgreSQL `statement_timeout` (zero: no limit).
+    pub statement_timeout: Duration,
+    /// SQLite `busy_timeout`: how long a writer waits for the write lock.
+    pub busy_timeout: Duration,
+}
+
+impl DbOptions {
+    /// The defaults of `[database]` with this pool size.
+    pub fn with_max(max_connections: u32) -> Self {
+        Self {
+            max_connections,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The `[database]` settings.
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        Self {
+            max_connections: cfg.database.max_connections,
+            acquire_timeout: Duration::from_millis(cfg.database.acquire_timeout_ms.max(1)),
+            statement_timeout: Duration::from_millis(cfg.database.statement_timeout_ms),
+            busy_timeout: Duration::from_millis(cfg.database.busy_timeout_ms),
+        }
+    }
+}
+
 impl Db {
     /// Connects (creating the SQLite file and its directory if needed). Does not migrate.
     pub async fn connect(url: &SecretString, max_connections: u32) -> anyhow::Result<Self> {
+        Self::connect_with(url, DbOptions::with_max(max_connections)).await
+    }
+
+    /// [`Db::connect`] with explicit pool limits.
+    pub async fn connect_with(url: &SecretString, opts: DbOptions) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let url = url.expose_secret();
         let backend = if url.starts_with("sqlite:") {
@@ -74,9 +113,11 @@ impl Db {
         let options = AnyConnectOptions::from_str(url)
             .map_err(|e| anyhow::anyhow!("invalid database url: {e}"))?;
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(30))
+            .max_connections(opts.max_connections.max(2))
+            .acquire_timeout(opts.acquire_timeout)
             .after_connect(move |conn, _meta| {
+                let busy_ms = opts.busy_timeout.as_millis();
+                let statement_ms = opts.statement_timeout.as_millis();
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the one writer; busy_timeout makes writers
@@ -84,13 +125,19 @@ impl Db {
                         sqlx::query("PRAGMA journal_mode = WAL")
                             .execute(&mut *conn)
                             .await?;
-                        sqlx::query("PRAGMA busy_timeout = 30000")
+                        sqlx::query(&format!("PRAGMA busy_timeout = {busy_ms}"))
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query("PRAGMA synchronous = NORMAL")
                             .execute(&mut *conn)
                             .await?;
                         sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                    } else {
+                        // A statement stuck behind a lock or a dying server fails instead of
+                        // holding the connection (and the request) for ever.
+                        sqlx::query(&format!("SET statement_timeout = {statement_ms}"))
                             .execute(&mut *conn)
                             .await?;
                     }
@@ -107,7 +154,12 @@ impl Db {
 
     /// Connects and applies the migrations.
     pub async fn open(url: &SecretString, max_connections: u32) -> anyhow::Result<Self> {
-        let db = Self::connect(url, max_connections).await?;
+        Self::open_with(url, DbOptions::with_max(max_connections)).await
+    }
+
+    /// [`Db::open`] with explicit pool limits.
+    pub async fn open_with(url: &SecretString, opts: DbOptions) -> anyhow::Result<Self> {
+        let db = Self::connect_with(url, opts).await?;
         db.migrate().await?;
         Ok(db)
     }
@@ -154,9 +206,13 @@ impl Db {
         Ok(tx)
     }
 
-    /// `SELECT 1` — for `/readyz`.
+    /// `SELECT 1` — for `/readyz`; bounded by [`PING_TIMEOUT`], so an unreachable store
+    /// answers `false` quickly instead of waiting out the pool's acquire timeout.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        matches!(
+            tokio::time::timeout(PING_TIMEOUT, sqlx::query("SELECT 1").execute(&self.pool)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// ` FOR UPDATE SKIP LOCKED` on PostgreSQL (competing workers), nothing on SQLite (one writer).
@@ -167,6 +223,9 @@ impl Db {
         }
     }
 }
+
+/// The bound of the `/readyz` store probe.
+pub const PING_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 fn sqlite_path(url: &str) -> Option<String> {
     let rest = url

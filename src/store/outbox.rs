@@ -79,6 +79,11 @@ pub const CLAIM_LEASE_MS: i64 = 30_000;
 /// lease, so a competing relay (or this one after a crash) only sees them again if they are
 /// neither marked sent nor failed in time. No transaction is held while publishing.
 pub async fn claim(db: &Db, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    claim_for(db, limit, CLAIM_LEASE_MS).await
+}
+
+/// [`claim`] with a lease of `lease_ms` (the relay uses `bus.lease_ms`).
+pub async fn claim_for(db: &Db, limit: i64, lease_ms: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
     let now = now_ms();
     let sql = format!(
         "UPDATE outbox_pending SET next_attempt_at = $1 WHERE outbox_id IN \
@@ -88,7 +93,7 @@ pub async fn claim(db: &Db, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
     );
     let mut tx = db.begin_relaxed().await?;
     let claimed = sqlx::query(&sql)
-        .bind(now + CLAIM_LEASE_MS)
+        .bind(now + lease_ms)
         .bind(now)
         .bind(limit)
         .fetch_all(&mut *tx)

@@ -160,7 +160,7 @@ pub fn received_event(
 /// A receipt the store does not have, or one without a customer yet, is a permanent error, so
 /// a forged event registers no assets and opens no ticket.
 pub async fn stored_received(
-    tx: &mut crate::store::Tx<'_>,
+    conn: &mut sqlx::AnyConnection,
     ev: &Envelope,
 ) -> Result<ReceivedGoods, crate::bus::HandlerError> {
     use crate::bus::HandlerError;
@@ -177,7 +177,7 @@ pub async fn stored_received(
         })?;
     let row = sqlx::query("SELECT source, customer_id, document FROM goods_receipts WHERE id = $1")
         .bind(id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
     let shown: String = id.chars().take(80).collect();
     let row = row.ok_or_else(|| {

@@ -12,7 +12,7 @@
 
 use super::reminders::ReminderDue;
 use crate::bus::{Handler, HandlerError};
-use crate::helpdesk::ticket_once;
+use crate::helpdesk::{apply_ticket_done, ticket_once, ticket_once_outside, TicketDone};
 use crate::store::Tx;
 use async_trait::async_trait;
 use canonical::goods::ReceivedGoods;
@@ -108,7 +108,10 @@ async fn customer_name(tx: &mut Tx<'_>, id: &str) -> Result<String, HandlerError
 /// The reminder as the store knows it: the reminder job must have recorded it
 /// (`asset_reminders`), the asset comes from the registry and the customer's name and account
 /// manager from master data — not from the event. An unknown reminder opens no ticket.
-async fn stored_reminder(tx: &mut Tx<'_>, told: ReminderDue) -> Result<ReminderDue, HandlerError> {
+async fn stored_reminder(
+    conn: &mut sqlx::AnyConnection,
+    told: ReminderDue,
+) -> Result<ReminderDue, HandlerError> {
     let unknown = || {
         HandlerError::Permanent(format!(
             "unknown asset reminder {:?} ({} {}, {} days): not in the store",
@@ -125,7 +128,7 @@ async fn stored_reminder(tx: &mut Tx<'_>, told: ReminderDue) -> Result<ReminderD
     .bind(&told.kind)
     .bind(told.ends_on.to_string())
     .bind(i64::from(told.window_days))
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?;
     recorded.ok_or_else(unknown)?;
     let row = sqlx::query(&format!(
@@ -133,11 +136,11 @@ async fn stored_reminder(tx: &mut Tx<'_>, told: ReminderDue) -> Result<ReminderD
         super::assets::COLUMNS
     ))
     .bind(&told.asset.id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(unknown)?;
     let asset = super::assets::asset_of(&row)?;
-    let customer = crate::masterdata::customer_in(tx, &asset.customer_id).await?;
+    let customer = crate::masterdata::customer_in(conn, &asset.customer_id).await?;
     Ok(ReminderDue {
         customer_name: customer
             .as_ref()
@@ -156,30 +159,65 @@ pub struct PickPackTicket {
     pub ticket_customer: String,
 }
 
+impl PickPackTicket {
+    fn plan(&self, g: &ReceivedGoods, name: &str) -> (String, zammad::NewTicket) {
+        let hub_ref = format!("drehkreuz-we-{}", tag_safe(&g.id));
+        let ticket = zammad::NewTicket::with_note(
+            format!(
+                "Pick & Pack: Wareneingang {} – {}",
+                g.receipt.receipt_id, name
+            ),
+            &self.group,
+            &self.ticket_customer,
+            format!("{hub_ref},pick-pack"),
+            format!("Wareneingang {}", g.receipt.receipt_id),
+            pick_pack_body(g, name),
+        );
+        (hub_ref, ticket)
+    }
+}
+
 #[async_trait]
 impl Handler for PickPackTicket {
+    /// Reads the customer's name (connection released again), then calls Zammad — no
+    /// transaction is open meanwhile.
+    async fn prepare(
+        &self,
+        db: &crate::store::Db,
+        ev: &Envelope,
+    ) -> Result<crate::bus::Prepared, HandlerError> {
+        let (g, name) = {
+            let mut conn = db.pool.acquire().await?;
+            let g = super::receipts::stored_received(&mut conn, ev).await?;
+            let name = crate::masterdata::customer_in(&mut conn, &g.customer_id)
+                .await?
+                .map(|c| c.name)
+                .unwrap_or_else(|| g.customer_id.clone());
+            (g, name)
+        };
+        let (hub_ref, ticket) = self.plan(&g, &name);
+        let (ticket_id, _) = ticket_once_outside(&self.client, db, &hub_ref, ticket).await?;
+        Ok(Some(std::sync::Arc::new(TicketDone { hub_ref, ticket_id })))
+    }
+
+    async fn apply(
+        &self,
+        ev: &Envelope,
+        prepared: crate::bus::Prepared,
+        tx: &mut Tx<'_>,
+    ) -> Result<(), HandlerError> {
+        if apply_ticket_done(&prepared, tx).await? {
+            return Ok(());
+        }
+        self.handle(ev, tx).await
+    }
+
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
         // The event names the receipt; the store says what it holds and whose it is.
         let g: ReceivedGoods = super::receipts::stored_received(tx, ev).await?;
         let name = customer_name(tx, &g.customer_id).await?;
-        let hub_ref = format!("drehkreuz-we-{}", tag_safe(&g.id));
-        ticket_once(
-            &self.client,
-            tx,
-            &hub_ref,
-            zammad::NewTicket::with_note(
-                format!(
-                    "Pick & Pack: Wareneingang {} – {}",
-                    g.receipt.receipt_id, name
-                ),
-                &self.group,
-                &self.ticket_customer,
-                format!("{hub_ref},pick-pack"),
-                format!("Wareneingang {}", g.receipt.receipt_id),
-                pick_pack_body(&g, &name),
-            ),
-        )
-        .await?;
+        let (hub_ref, ticket) = self.plan(&g, &name);
+        ticket_once(&self.client, tx, &hub_ref, ticket).await?;
         Ok(())
     }
 }
@@ -191,13 +229,19 @@ pub struct ReminderTicket {
     pub ticket_customer: String,
 }
 
-#[async_trait]
-impl Handler for ReminderTicket {
-    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+impl ReminderTicket {
+    /// The reminder the event names, as the store knows it.
+    async fn stored(
+        conn: &mut sqlx::AnyConnection,
+        ev: &Envelope,
+    ) -> Result<ReminderDue, HandlerError> {
         let told: ReminderDue = ev
             .decode()
             .map_err(|e| HandlerError::Permanent(format!("asset.reminder_due {}: {e}", ev.id)))?;
-        let r = stored_reminder(tx, told).await?;
+        stored_reminder(conn, told).await
+    }
+
+    fn plan(&self, r: &ReminderDue) -> (String, zammad::NewTicket) {
         let what = match r.kind.as_str() {
             "licence" => "Lizenz",
             _ => "Garantie",
@@ -231,24 +275,55 @@ impl Handler for ReminderTicket {
             r.asset.description.as_deref().unwrap_or(""),
             r.asset.receipt,
         );
-        ticket_once(
-            &self.client,
-            tx,
-            &hub_ref,
-            zammad::NewTicket::with_note(
-                format!(
-                    "{what} endet {}: {} – {item}",
-                    r.ends_on.format("%d.%m.%Y"),
-                    r.customer_name
-                ),
-                &self.group,
-                &contact,
-                format!("{hub_ref},{}-erinnerung", r.kind),
-                format!("{what}serinnerung ({} Tage)", r.window_days),
-                body,
+        let ticket = zammad::NewTicket::with_note(
+            format!(
+                "{what} endet {}: {} – {item}",
+                r.ends_on.format("%d.%m.%Y"),
+                r.customer_name
             ),
-        )
-        .await?;
+            &self.group,
+            &contact,
+            format!("{hub_ref},{}-erinnerung", r.kind),
+            format!("{what}serinnerung ({} Tage)", r.window_days),
+            body,
+        );
+        (hub_ref, ticket)
+    }
+}
+
+#[async_trait]
+impl Handler for ReminderTicket {
+    /// Zammad is called before the transaction opens.
+    async fn prepare(
+        &self,
+        db: &crate::store::Db,
+        ev: &Envelope,
+    ) -> Result<crate::bus::Prepared, HandlerError> {
+        let r = {
+            let mut conn = db.pool.acquire().await?;
+            Self::stored(&mut conn, ev).await?
+        };
+        let (hub_ref, ticket) = self.plan(&r);
+        let (ticket_id, _) = ticket_once_outside(&self.client, db, &hub_ref, ticket).await?;
+        Ok(Some(std::sync::Arc::new(TicketDone { hub_ref, ticket_id })))
+    }
+
+    async fn apply(
+        &self,
+        ev: &Envelope,
+        prepared: crate::bus::Prepared,
+        tx: &mut Tx<'_>,
+    ) -> Result<(), HandlerError> {
+        if apply_ticket_done(&prepared, tx).await? {
+            return Ok(());
+        }
+        self.handle(ev, tx).await
+    }
+
+    async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let r = Self::stored(tx, ev).await?;
+        let (hub_ref, ticket) = self.plan(&r);
+        ticket_once(&self.client, tx, &hub_ref, ticket).await?;
         Ok(())
     }
 }

@@ -32,7 +32,15 @@ fn config_check_prints_effective_config_with_secrets_redacted() {
         !stdout.contains("s3cr3t-pw") && !stdout.contains("db-pw-123"),
         "{stdout}"
     );
-    assert!(stdout.contains("amqp_url = \"***\""), "{stdout}");
+    // Redacted by type: the URL keeps its shape, the password is `***`.
+    assert!(
+        stdout.contains("amqp_url = \"amqp://hub:***@rabbit:5672/%2f\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("url = \"postgres://hub:***@pg/hub\""),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("kind = \"rabbitmq\""),
         "AMQP URL selects RabbitMQ: {stdout}"
@@ -40,6 +48,58 @@ fn config_check_prints_effective_config_with_secrets_redacted() {
     assert!(
         stdout.contains("prefetch = 100"),
         "nested env override applied: {stdout}"
+    );
+}
+
+#[test]
+fn export_sink_url_credentials_are_redacted_and_never_sent_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hub.toml");
+    std::fs::write(
+        &file,
+        "[[export]]\nname = \"erp\"\nformats = [\"xrechnung-ubl\"]\n\
+         url = \"https://erp-user:sink-pw-42@erp.example/inbox?token=qs-secret-7\"\n",
+    )
+    .unwrap();
+    let out = drehkreuz(dir.path())
+        .args(["--config", file.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("sink-pw-42") && !stdout.contains("qs-secret-7"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("https://erp-user:***@erp.example/inbox?token=***"),
+        "{stdout}"
+    );
+    // Credentials in the URL and a bearer token: refused, naming the key, printing neither.
+    std::fs::write(
+        &file,
+        "[[export]]\nname = \"erp\"\nformats = [\"xrechnung-ubl\"]\n\
+         url = \"https://erp-user:sink-pw-42@erp.example/inbox\"\ntoken = \"tok-99\"\n",
+    )
+    .unwrap();
+    let out = drehkreuz(dir.path())
+        .args(["--config", file.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("export[0].url"), "{all}");
+    assert!(
+        !all.contains("sink-pw-42") && !all.contains("tok-99"),
+        "{all}"
     );
 }
 

@@ -114,7 +114,7 @@ fn target(name: &str, formats: &[&str], dir: Option<&Path>, url: Option<String>)
         name: name.into(),
         formats: formats.iter().map(|f| f.to_string()).collect(),
         dir: dir.map(Path::to_path_buf),
-        url,
+        url: url.map(drehkreuz::config::SecretUrl::new),
         token: None,
         zugferd_profile: "en16931".into(),
     }
@@ -426,6 +426,84 @@ async fn http_sink_retries_then_delivers_each_file_once() {
         apply(&db, "export-erp3", &down, &finalized(inv, "1")).await,
         Outcome::Retry(_)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_url_credentials_are_sent_once_as_basic_and_never_printed() {
+    let (db, _u, _d) = support::fresh_sqlite().await;
+    let (_run, invoices) = finalized_month(&db).await;
+    let r = Receiver::default();
+    *r.status.lock().unwrap() = 200;
+    let url = receiver(r.clone()).await;
+    let with_creds = url.replacen("http://", "http://erp-user:sink-pw-42@", 1);
+    let t = target("erpc", &["xrechnung-ubl"], None, Some(with_creds.clone()));
+    assert!(!format!("{t:?}").contains("sink-pw-42"), "{t:?}");
+    let sink = ExportSink::new(&t, &config());
+    let inv = &invoices[0];
+    assert_eq!(
+        apply(&db, "export-erpc", &sink, &finalized(inv, "1")).await,
+        Outcome::Applied
+    );
+    let posts = r.posts.lock().unwrap().clone();
+    assert_eq!(posts.len(), 1);
+    let auth: Vec<_> = posts[0].0.get_all("authorization").iter().collect();
+    assert_eq!(auth.len(), 1, "one Authorization header: {auth:?}");
+    use base64_check::decode_basic;
+    assert_eq!(
+        decode_basic(auth[0].to_str().unwrap()),
+        "erp-user:sink-pw-42"
+    );
+    // What the ledger and audit recorded names the URL redacted.
+    let recorded: Vec<String> =
+        sqlx::query_scalar("SELECT file FROM export_ledger WHERE target = 'erpc'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        recorded
+            .iter()
+            .all(|f| !f.contains("sink-pw-42") && f.contains("***")),
+        "{recorded:?}"
+    );
+    // A sink that is down: the retry reason names the URL without the password.
+    let down = ExportSink::new(
+        &target(
+            "erpd",
+            &["zugferd"],
+            None,
+            Some("http://erp-user:sink-pw-42@127.0.0.1:9/inbox".into()),
+        ),
+        &config(),
+    );
+    match apply(&db, "export-erpd", &down, &finalized(inv, "1")).await {
+        Outcome::Retry(reason) => {
+            assert!(!reason.contains("sink-pw-42"), "{reason}");
+            assert!(reason.contains("erp-user:***@127.0.0.1:9"), "{reason}");
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
+}
+
+/// Decodes `Basic <base64>` without another dependency.
+mod base64_check {
+    pub fn decode_basic(header: &str) -> String {
+        let b64 = header.strip_prefix("Basic ").unwrap_or(header);
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut bits = 0u32;
+        let mut n = 0;
+        let mut out = Vec::new();
+        for c in b64.bytes().filter(|c| *c != b'=') {
+            let v = alphabet.iter().position(|a| *a == c).expect("base64") as u32;
+            bits = (bits << 6) | v;
+            n += 6;
+            if n >= 8 {
+                n -= 8;
+                out.push((bits >> n) as u8);
+                bits &= (1 << n) - 1;
+            }
+        }
+        String::from_utf8(out).expect("utf-8")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ mod exports;
 mod helpdesk;
 mod hub_process;
 mod intake;
+mod outages;
 mod store_conformance;
 mod trust_boundaries;
 mod warehouse;
