@@ -8,6 +8,9 @@ pub mod rating;
 pub mod report;
 pub mod rounding;
 pub mod run;
+pub mod run_inputs;
+pub mod finalize;
+pub mod credit;
 
 pub use rating::{
     rate, MinuteSplit, RatedEntry, Rating, RatingError, RatingInput, ThresholdCrossing, WriteOff,

@@ -31,6 +31,7 @@ fn ticket(id: &str, org: &str) -> Ticket {
         asset: None,
         branch: None,
         cost_centre: None,
+        contract_id: None,
     }
 }
 

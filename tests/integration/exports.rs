@@ -47,6 +47,7 @@ async fn finalized_month(db: &Db) -> (String, Vec<Invoice>) {
             asset: None,
             branch: None,
             cost_centre: None,
+        contract_id: None,
         };
         work::upsert_ticket(&mut tx, &t, Some(customer))
             .await
