@@ -6,8 +6,8 @@
 
 use crate::store::{audit, now_ms, work, Db, Tx};
 use canonical::contract::{
-    ContractScope,
-    ContingentTerms, ContingentUnit, Contract, ContractKind, Overdraft, RateCard, RoundingPolicy,
+    ContingentTerms, ContingentUnit, Contract, ContractKind, ContractScope, Overdraft, RateCard,
+    RoundingPolicy,
 };
 use canonical::customer::{Customer, Seller};
 use rust_decimal::Decimal;

@@ -114,7 +114,12 @@ pub async fn credit_lines(
     let billed = settlement::billed_by(&mut tx, number).await?;
     let mut items = Vec::new();
     for l in &chosen {
-        items.extend(items_of(l, &billed, &original.buyer.id, &original.contract_id));
+        items.extend(items_of(
+            l,
+            &billed,
+            &original.buyer.id,
+            &original.contract_id,
+        ));
     }
     let mut neg = chosen.clone();
     for l in &mut neg {
@@ -123,7 +128,11 @@ pub async fn credit_lines(
     }
     let (vat, totals) = canonical::invoice::vat_and_totals(&neg);
     let today = berlin_today();
-    let kind = if rebill { "Storno mit Neuberechnung" } else { "Gutschrift" };
+    let kind = if rebill {
+        "Storno mit Neuberechnung"
+    } else {
+        "Gutschrift"
+    };
     let note = Invoice {
         number: credit_number,
         kind: InvoiceKind::CreditNote,

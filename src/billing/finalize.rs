@@ -10,9 +10,9 @@
 
 use super::run::{encode, load, InvoiceRun, RunError, RunState, Target};
 use crate::masterdata;
-use crate::store::{audit, now_ms, outbox, settlement, Tx};
 use crate::store::settlement::Settlement;
 use crate::store::Db;
+use crate::store::{audit, now_ms, outbox, settlement, Tx};
 use canonical::invoice::{Invoice, InvoiceKind};
 use canonical::Envelope;
 use rust_decimal::Decimal;
@@ -203,7 +203,6 @@ pub async fn finalize(db: &Db, id: &str, actor: &str) -> Result<InvoiceRun, RunE
     Ok(run)
 }
 
-
 fn refused(e: settlement::SettleError) -> RunError {
     match e {
         settlement::SettleError::Store(e) => RunError::Store(e),
@@ -265,7 +264,11 @@ async fn settle_target(
             mark_entry(tx, &e.source, &e.entry_id, &format!("held:{run_id}")).await?;
             continue;
         }
-        let mut row = base(settlement::entry_item(&e.source, &e.entry_id), "entry", state);
+        let mut row = base(
+            settlement::entry_item(&e.source, &e.entry_id),
+            "entry",
+            state,
+        );
         row.level = Some(e.level.clone());
         row.minutes = e.charged_minutes;
         if state != "billed" {
@@ -281,13 +284,26 @@ async fn settle_target(
         mark_entry(tx, &e.source, &e.entry_id, settled).await?;
     }
     for l in &t.rating.lines {
-        if let Some(id) = l.key.strip_prefix("USAGE:").and_then(|k| k.split_once(':')).map(|(_, id)| id) {
-            let mut row = base(settlement::usage_item(&t.customer_id, id), "usage", "billed");
+        if let Some(id) = l
+            .key
+            .strip_prefix("USAGE:")
+            .and_then(|k| k.split_once(':'))
+            .map(|(_, id)| id)
+        {
+            let mut row = base(
+                settlement::usage_item(&t.customer_id, id),
+                "usage",
+                "billed",
+            );
             row.amount = l.net;
             settlement::settle(tx, &row).await.map_err(refused)?;
         }
         if l.key == "FEE" && !l.net.is_zero() {
-            let mut row = base(settlement::fee_item(&t.contract_id, period), "fee", "billed");
+            let mut row = base(
+                settlement::fee_item(&t.contract_id, period),
+                "fee",
+                "billed",
+            );
             row.amount = l.net;
             settlement::settle(tx, &row).await.map_err(refused)?;
         }

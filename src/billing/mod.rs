@@ -3,14 +3,14 @@
 //! invoice runs and numbering live around it, never inside it. The rules, with the choices
 //! where `BILLING.md` is silent, are in `docs/billing.md`.
 
+pub mod credit;
+pub mod finalize;
 pub mod ledger;
 pub mod rating;
 pub mod report;
 pub mod rounding;
 pub mod run;
 pub mod run_inputs;
-pub mod finalize;
-pub mod credit;
 
 pub use rating::{
     rate, MinuteSplit, RatedEntry, Rating, RatingError, RatingInput, ThresholdCrossing, WriteOff,

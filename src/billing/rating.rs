@@ -580,28 +580,30 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
             }
             // Lines: the fee once per period (none when a run of the period already billed
             // it), the overdraft correction, extra calls.
-            if !t.fee.is_zero() { lines.push(InvoiceLine {
-                key: "FEE".into(),
-                description: format!(
-                    "Kontingent {} ({}), Pauschale {}",
-                    t.allotment.normalize(),
-                    match t.unit {
-                        ContingentUnit::Minutes => "Minuten",
-                        ContingentUnit::Money => "EUR",
-                        ContingentUnit::Calls => "Calls",
-                    },
-                    input.period
-                ),
-                quantity: Decimal::ONE,
-                unit: "C62".into(),
-                unit_price: t.fee,
-                price_base_quantity: None,
-                net: cents(t.fee),
-                vat_category: c.vat_category.clone(),
-                vat_rate: c.vat_rate,
-                ticket_id: None,
-                entry_ids: vec![],
-            }); }
+            if !t.fee.is_zero() {
+                lines.push(InvoiceLine {
+                    key: "FEE".into(),
+                    description: format!(
+                        "Kontingent {} ({}), Pauschale {}",
+                        t.allotment.normalize(),
+                        match t.unit {
+                            ContingentUnit::Minutes => "Minuten",
+                            ContingentUnit::Money => "EUR",
+                            ContingentUnit::Calls => "Calls",
+                        },
+                        input.period
+                    ),
+                    quantity: Decimal::ONE,
+                    unit: "C62".into(),
+                    unit_price: t.fee,
+                    price_base_quantity: None,
+                    net: cents(t.fee),
+                    vat_category: c.vat_category.clone(),
+                    vat_rate: c.vat_rate,
+                    ticket_id: None,
+                    entry_ids: vec![],
+                });
+            }
             if overdraft_minutes_billed > 0 {
                 let rate = t.overage_hourly.ok_or_else(|| RatingError::MissingTerm {
                     contract: c.id.clone(),

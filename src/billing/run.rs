@@ -13,10 +13,10 @@
 
 pub use super::credit::{credit, credit_lines, invoice};
 pub use super::finalize::{finalize, record_invoice};
-pub use super::run_inputs::{rate_contract, rate_contract_in, resolve_contract, Resolution};
 use super::rating::{WriteOff, WriteOffTarget};
 use super::report::{self, ServiceReport};
 use super::run_inputs::rate_targets;
+pub use super::run_inputs::{rate_contract, rate_contract_in, resolve_contract, Resolution};
 use crate::masterdata;
 use crate::store::{audit, now_ms, settlement, Db, Tx};
 use canonical::work::Period;
@@ -241,7 +241,11 @@ async fn compute(
     let mut seq = 0i64;
     let mut problems = Vec::new();
     let mut review = Vec::new();
+    let newer = superseded_by_newer(db, id, period).await?;
     for (contract, range) in masterdata::contracts(db, customer).await? {
+        if newer.all || newer.customers.contains(&contract.customer_id) {
+            continue;
+        }
         let Some(cust) = masterdata::customer(db, &contract.customer_id).await? else {
             problems.push(format!(
                 "contract {}: customer {} has no complete master data",
@@ -398,6 +402,28 @@ pub async fn preview_summary(
             Ok(run)
         }
     }
+}
+
+/// What newer open runs of the period cover (and this run must leave to them).
+struct Newer {
+    all: bool,
+    customers: Vec<String>,
+}
+
+async fn superseded_by_newer(db: &Db, id: &str, period: Period) -> Result<Newer, sqlx::Error> {
+    let rows: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT customer FROM invoice_runs WHERE period = $1 AND id <> $2 \
+         AND state IN ('preview', 'approved') \
+         AND created_at > (SELECT created_at FROM invoice_runs WHERE id = $2)",
+    )
+    .bind(period.to_string())
+    .bind(id)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(Newer {
+        all: rows.iter().any(Option::is_none),
+        customers: rows.into_iter().flatten().collect(),
+    })
 }
 
 /// One open run per period and target: the targets `run` covers (one customer's, or every

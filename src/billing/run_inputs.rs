@@ -38,7 +38,6 @@ async fn tickets_for(
     Ok(out)
 }
 
-
 async fn open_entries(
     conn: &mut sqlx::AnyConnection,
     customer: &str,
@@ -69,7 +68,10 @@ async fn released_entries(
         if c != contract.id || p > period.to_string() {
             continue;
         }
-        let Some(key) = item.strip_prefix("entry:").and_then(|k| k.strip_suffix(":held")) else {
+        let Some(key) = item
+            .strip_prefix("entry:")
+            .and_then(|k| k.strip_suffix(":held"))
+        else {
             continue;
         };
         let Some((source, id)) = key.split_once(':') else {
@@ -194,7 +196,6 @@ async fn opening(
     Ok((prev.and_then(|c| c.parse().ok()).unwrap_or_default(), false))
 }
 
-
 /// The stored inputs of one contract and period.
 pub(super) struct Inputs {
     pub entries: Vec<TimeEntry>,
@@ -236,9 +237,10 @@ pub(super) async fn inputs(
         match resolve_contract(&contracts, t, Some(&e.level), Some(&e.activity), None) {
             Resolution::Contract(id) if id == contract.id => entries.push(e),
             Resolution::Contract(_) => {}
-            Resolution::Ambiguous(why) => {
-                ambiguous.push(format!("time entry {} (ticket {}): {why}", e.id, e.ticket_id))
-            }
+            Resolution::Ambiguous(why) => ambiguous.push(format!(
+                "time entry {} (ticket {}): {why}",
+                e.id, e.ticket_id
+            )),
         }
     }
     let mut usage = Vec::new();

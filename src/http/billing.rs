@@ -443,8 +443,8 @@ async fn credit_note(
         &req.reason,
         &caller.actor(),
     )
-        .await
-        .map_err(run_problem)?;
+    .await
+    .map_err(run_problem)?;
     st.relay_wakeup.notify_one();
     Ok((StatusCode::CREATED, Json(note)))
 }

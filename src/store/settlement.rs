@@ -218,11 +218,13 @@ pub async fn mark_credited(
 /// never among them).
 pub async fn reopen(tx: &mut Tx<'_>, invoice: &str, items: &[String]) -> Result<(), sqlx::Error> {
     for item in items {
-        sqlx::query("DELETE FROM settlements WHERE item = $1 AND document = $2 AND state = 'billed'")
-            .bind(item)
-            .bind(invoice)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM settlements WHERE item = $1 AND document = $2 AND state = 'billed'",
+        )
+        .bind(item)
+        .bind(invoice)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }

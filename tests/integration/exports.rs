@@ -47,7 +47,7 @@ async fn finalized_month(db: &Db) -> (String, Vec<Invoice>) {
             asset: None,
             branch: None,
             cost_centre: None,
-        contract_id: None,
+            contract_id: None,
         };
         work::upsert_ticket(&mut tx, &t, Some(customer))
             .await

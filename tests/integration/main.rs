@@ -13,6 +13,7 @@ mod exports;
 mod helpdesk;
 mod hub_process;
 mod intake;
+mod settlement;
 mod store_conformance;
 mod warehouse;
 mod zammad;

@@ -461,8 +461,14 @@ mod tests {
             assert!(bad.parse::<ZammadId>().is_err(), "{bad:?}");
         }
         let from_json = |v: serde_json::Value| serde_json::from_value::<ZammadId>(v);
-        assert_eq!(from_json(serde_json::json!(7)).map(ZammadId::get).ok(), Some(7));
-        assert_eq!(from_json(serde_json::json!("7")).map(ZammadId::get).ok(), Some(7));
+        assert_eq!(
+            from_json(serde_json::json!(7)).map(ZammadId::get).ok(),
+            Some(7)
+        );
+        assert_eq!(
+            from_json(serde_json::json!("7")).map(ZammadId::get).ok(),
+            Some(7)
+        );
         for bad in [
             serde_json::json!(-1),
             serde_json::json!(1.5),

@@ -220,7 +220,11 @@ pub struct Contract {
     #[serde(default, skip_serializing_if = "ContractScope::is_empty")]
     pub scope: ContractScope,
     /// The customer's default contract: work no other contract claims is billed on it.
-    #[serde(default, rename = "default", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub is_default: bool,
 }
 
