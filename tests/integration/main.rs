@@ -14,6 +14,7 @@ mod helpdesk;
 mod hub_process;
 mod intake;
 mod settlement;
+mod settlement_props;
 mod store_conformance;
 mod warehouse;
 mod zammad;
