@@ -309,7 +309,7 @@ async fn scenario(db: Db, ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn exactly_once_sqlite(ops in proptest::collection::vec(op(), 4..18)) {
         let rt = tokio::runtime::Runtime::new().unwrap();
