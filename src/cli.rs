@@ -124,6 +124,13 @@ pub enum RunCommand {
     Approve { run: String },
     /// Number, store and publish the invoices of an approved run.
     Finalize { run: String },
+    /// Release held work (beyond a budget cap or a held overdraft) of a finalized run: the
+    /// next run of its period bills it. Audited.
+    Release {
+        run: String,
+        #[arg(long)]
+        entry: String,
+    },
     /// Show a run (JSON).
     Show { run: String },
     /// Write a run's service reports (JSON and HTML) into a directory.
@@ -139,10 +146,16 @@ pub enum InvoiceCommand {
     /// Show an invoice (JSON).
     Show { number: String },
     /// Issue a credit note for an invoice.
+    /// Issue a credit note for an invoice: all of it, or the given lines (1-based); with
+    /// `--rebill` a correction that reopens exactly the credited lines' work for the next run.
     Credit {
         number: String,
         #[arg(long)]
         reason: String,
+        #[arg(long = "line")]
+        lines: Vec<usize>,
+        #[arg(long)]
+        rebill: bool,
     },
 }
 
@@ -346,10 +359,17 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow::anyhow!("no invoice {number}"))?;
                     crate::outln!("{}", serde_json::to_string_pretty(&inv)?);
                 }
-                InvoiceCommand::Credit { number, reason } => {
-                    let note = crate::billing::run::credit(
+                InvoiceCommand::Credit {
+                    number,
+                    reason,
+                    lines,
+                    rebill,
+                } => {
+                    let note = crate::billing::run::credit_lines(
                         &db,
                         &number,
+                        &lines,
+                        rebill,
                         &reason,
                         &crate::access::cli_actor(),
                     )
@@ -493,6 +513,10 @@ async fn invoice_run(cmd: RunCommand, cfg: Config) -> anyhow::Result<()> {
         }
         RunCommand::Approve { run: id } => print(&run::approve(&db, &id, &actor).await?),
         RunCommand::Finalize { run: id } => print(&run::finalize(&db, &id, &actor).await?),
+        RunCommand::Release { run: id, entry } => {
+            let item = run::release(&db, &id, &entry, &actor).await?;
+            crate::outln!("released {item}: billable in the next run of its period");
+        }
         RunCommand::Show { run: id } => crate::outln!(
             "{}",
             serde_json::to_string_pretty(&run::load(&db, &id).await?)?

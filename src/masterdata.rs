@@ -6,7 +6,8 @@
 
 use crate::store::{audit, now_ms, work, Db, Tx};
 use canonical::contract::{
-    ContingentTerms, ContingentUnit, Contract, ContractKind, Overdraft, RateCard, RoundingPolicy,
+    ContingentTerms, ContingentUnit, Contract, ContractKind, ContractScope, Overdraft, RateCard,
+    RoundingPolicy,
 };
 use canonical::customer::{Customer, Seller};
 use rust_decimal::Decimal;
@@ -68,6 +69,12 @@ pub struct ContractDoc {
     /// One invoice per cost centre (from the ticket's `cost_centre`); not for contingents.
     #[serde(default)]
     pub split_by_cost_centre: bool,
+    /// What work the contract covers when the customer has several.
+    #[serde(default, skip_serializing_if = "ContractScope::is_empty")]
+    pub scope: ContractScope,
+    /// The customer's default contract (work no other contract claims).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
     #[serde(default)]
     pub contingent: Option<ContingentTerms>,
     #[serde(default)]
@@ -298,6 +305,8 @@ impl MasterData {
                     vat_rate,
                     vat_category: d.vat_category.clone().unwrap_or_else(|| "S".into()),
                     split_by_cost_centre: d.split_by_cost_centre,
+                    scope: d.scope.clone(),
+                    is_default: d.default,
                 });
             }
         }
@@ -526,6 +535,8 @@ impl ContractDoc {
             vat_rate: Some(c.vat_rate),
             vat_category: Some(c.vat_category.clone()),
             split_by_cost_centre: c.split_by_cost_centre,
+            scope: c.scope.clone(),
+            default: c.is_default,
             contingent,
             budget,
             managed_service,

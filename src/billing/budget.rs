@@ -155,6 +155,8 @@ mod tests {
             vat_rate: Decimal::new(19, 0),
             vat_category: "S".into(),
             split_by_cost_centre: false,
+            scope: Default::default(),
+            is_default: false,
         };
         let t = Ticket {
             source: "t".into(),
@@ -170,6 +172,7 @@ mod tests {
             asset: None,
             branch: None,
             cost_centre: None,
+            contract_id: None,
         };
         // 1st (15-min rounding): 105 + 105 = 210 ≥ 192 (80 %) with the second entry; then 60
         // more: 30 within (240 = 100 %), 30 held. 2nd: 30 (25 %). 3rd: no cap, not listed.

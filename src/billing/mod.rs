@@ -4,11 +4,14 @@
 //! where `BILLING.md` is silent, are in `docs/billing.md`.
 
 pub mod budget;
+pub mod credit;
+pub mod finalize;
 pub mod ledger;
 pub mod rating;
 pub mod report;
 pub mod rounding;
 pub mod run;
+pub mod run_inputs;
 
 pub use rating::{
     rate, MinuteSplit, RatedEntry, Rating, RatingError, RatingInput, ThresholdCrossing, WriteOff,

@@ -92,6 +92,9 @@ pub struct RatedEntry {
     pub note: Option<String>,
     /// Billed minutes after rounding (entry scope); in ticket scope the line carries them.
     pub billed_minutes: u32,
+    /// Billed minutes on an invoice line (a budget counts them against its cap).
+    #[serde(default)]
+    pub charged_minutes: u32,
     pub split: MinuteSplit,
     pub statuses: Vec<EntryStatus>,
 }
@@ -172,6 +175,8 @@ struct Work<'a> {
     /// Raw minutes still to be charged after the free buckets.
     billable_raw: u32,
     billed: u32,
+    /// Billed minutes put on an invoice line (within a budget cap).
+    charged: u32,
 }
 
 /// A work line being built: (ticket, level, activity) → billed minutes at a rate.
@@ -238,6 +243,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
             statuses: vec![],
             billable_raw: 0,
             billed: 0,
+            charged: 0,
         };
         let ticket = tickets.get(e.ticket_id.as_str());
         let classification = ticket.and_then(|t| t.classification.as_deref());
@@ -267,11 +273,15 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
         } else if e.activity == TRAVEL {
             w.billable_raw = raw;
         } else {
-            let before_billable = ticket
-                .and_then(|t| t.billable_from)
-                .is_some_and(|from| e.started_at < from);
-            let free = if before_billable {
-                raw
+            // With `billable_from`, it alone decides: before it diagnosis (free), after it
+            // billable, whatever is left of the free minutes.
+            let billable_from = ticket.and_then(|t| t.billable_from);
+            let free = if let Some(from) = billable_from {
+                if e.started_at < from {
+                    raw
+                } else {
+                    0
+                }
             } else {
                 let left = diag_left
                     .entry(e.ticket_id.as_str())
@@ -378,6 +388,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
             ))
             .or_default();
         a.minutes += billed;
+        w.charged += billed;
         if !a.entry_ids.contains(&w.e.id) {
             a.entry_ids.push(w.e.id.clone());
         }
@@ -567,29 +578,32 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
                     }
                 }
             }
-            // Lines: the fee every period, the overdraft correction, extra calls.
-            lines.push(InvoiceLine {
-                key: "FEE".into(),
-                description: format!(
-                    "Kontingent {} ({}), Pauschale {}",
-                    t.allotment.normalize(),
-                    match t.unit {
-                        ContingentUnit::Minutes => "Minuten",
-                        ContingentUnit::Money => "EUR",
-                        ContingentUnit::Calls => "Calls",
-                    },
-                    input.period
-                ),
-                quantity: Decimal::ONE,
-                unit: "C62".into(),
-                unit_price: t.fee,
-                price_base_quantity: None,
-                net: cents(t.fee),
-                vat_category: c.vat_category.clone(),
-                vat_rate: c.vat_rate,
-                ticket_id: None,
-                entry_ids: vec![],
-            });
+            // Lines: the fee once per period (none when a run of the period already billed
+            // it), the overdraft correction, extra calls.
+            if !t.fee.is_zero() {
+                lines.push(InvoiceLine {
+                    key: "FEE".into(),
+                    description: format!(
+                        "Kontingent {} ({}), Pauschale {}",
+                        t.allotment.normalize(),
+                        match t.unit {
+                            ContingentUnit::Minutes => "Minuten",
+                            ContingentUnit::Money => "EUR",
+                            ContingentUnit::Calls => "Calls",
+                        },
+                        input.period
+                    ),
+                    quantity: Decimal::ONE,
+                    unit: "C62".into(),
+                    unit_price: t.fee,
+                    price_base_quantity: None,
+                    net: cents(t.fee),
+                    vat_category: c.vat_category.clone(),
+                    vat_rate: c.vat_rate,
+                    ticket_id: None,
+                    entry_ids: vec![],
+                });
+            }
             if overdraft_minutes_billed > 0 {
                 let rate = t.overage_hourly.ok_or_else(|| RatingError::MissingTerm {
                     contract: c.id.clone(),
@@ -771,6 +785,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
             technician: w.e.technician.clone(),
             note: w.e.note.clone(),
             billed_minutes: w.billed,
+            charged_minutes: if w.split.invoiced > 0 { w.charged } else { 0 },
             split: w.split,
             statuses: w.statuses,
         });

@@ -24,6 +24,7 @@ fn ticket(id: &str) -> Ticket {
         asset: None,
         branch: None,
         cost_centre: None,
+        contract_id: None,
     }
 }
 
@@ -75,6 +76,8 @@ fn contract(kind: ContractKind, rates: &[(&str, Decimal)], rounding: RoundingPol
         vat_rate: dec!(19),
         vat_category: "S".into(),
         split_by_cost_centre: false,
+        scope: Default::default(),
+        is_default: false,
     }
 }
 

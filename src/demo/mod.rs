@@ -227,6 +227,7 @@ pub fn sample_month() -> (Vec<Ticket>, Vec<TimeEntry>) {
                 asset: None,
                 branch: None,
                 cost_centre: None,
+                contract_id: None,
             });
             let n = 1 + (rng.next() % 4) as usize;
             let onsite = rng.next() % 5 == 0;

@@ -28,6 +28,7 @@ fn ticket(id: &str) -> Ticket {
         asset: None,
         branch: None,
         cost_centre: None,
+        contract_id: None,
     }
 }
 
@@ -83,6 +84,8 @@ fn contract(hourly: &[Decimal; 3], vat: Decimal, increment: u32) -> Contract {
         vat_rate: vat,
         vat_category: "S".into(),
         split_by_cost_centre: false,
+        scope: Default::default(),
+        is_default: false,
     }
 }
 

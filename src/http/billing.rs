@@ -28,6 +28,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(write_off))
         .routes(routes!(approve))
         .routes(routes!(finalize))
+        .routes(routes!(release))
         .routes(routes!(get_invoice))
         .routes(routes!(credit_note))
 }
@@ -442,6 +443,42 @@ async fn get_invoice(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreditRequest {
     pub reason: String,
+    /// Lines to credit (1-based); empty or absent = all.
+    #[serde(default)]
+    pub lines: Vec<usize>,
+    /// A correction ("Storno mit Neuberechnung"): the credited lines' work is billed again.
+    #[serde(default)]
+    pub rebill: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ReleaseRequest {
+    /// The time entry whose held work is released.
+    pub entry: String,
+}
+
+/// Releases held work (beyond a budget cap, overdraft `hold`) of a finalized run's entry: the
+/// next run of its period bills it. Audited.
+#[utoipa::path(post, path = "/api/v1/invoice-runs/{id}/release", tag = "billing",
+    params(("id" = String, Path)), request_body = ReleaseRequest, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The released item", body = Object),
+        (status = 401, description = "Missing or bad token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not accounting", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such run", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The entry has no held work in the run", body = Problem, content_type = "application/problem+json")))]
+async fn release(
+    caller: Caller,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    caller.require(Permission::Accounting)?;
+    let req: ReleaseRequest = json_body(&body)?;
+    let item = run::release(&st.db, &id, &req.entry, &caller.actor())
+        .await
+        .map_err(run_problem)?;
+    Ok(Json(serde_json::json!({ "released": item })))
 }
 
 /// Issues a credit note for an invoice (once).
@@ -461,9 +498,16 @@ async fn credit_note(
 ) -> Result<(StatusCode, Json<canonical::invoice::Invoice>), Problem> {
     caller.require(Permission::Accounting)?;
     let req: CreditRequest = json_body(&body)?;
-    let note = run::credit(&st.db, &number, &req.reason, &caller.actor())
-        .await
-        .map_err(run_problem)?;
+    let note = run::credit_lines(
+        &st.db,
+        &number,
+        &req.lines,
+        req.rebill,
+        &req.reason,
+        &caller.actor(),
+    )
+    .await
+    .map_err(run_problem)?;
     st.relay_wakeup.notify_one();
     Ok((StatusCode::CREATED, Json(note)))
 }

@@ -12,6 +12,7 @@ pub mod inbox;
 pub mod outbox;
 pub mod review;
 pub mod schedule;
+pub mod settlement;
 pub mod tokens;
 pub mod work;
 

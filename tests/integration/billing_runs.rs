@@ -31,6 +31,7 @@ fn ticket(id: &str, org: &str) -> Ticket {
         asset: None,
         branch: None,
         cost_centre: None,
+        contract_id: None,
     }
 }
 
@@ -222,15 +223,32 @@ async fn run_lifecycle(db: Db) {
     );
     run::approve(&db, &late.id, "acc").await.unwrap();
     run::finalize(&db, &late.id, "acc").await.unwrap();
+    // C-1001's late entry is drawn from the contingent whose fee this period already paid:
+    // nothing to bill, so no invoice and no number (never 0,00 €).
     let all = invoices(&db).await;
-    assert_eq!(all.len(), 5, "{all:?}");
+    assert_eq!(all.len(), 4, "{all:?}");
     assert_eq!(all[3], "RE-2026-00004");
+    let zero: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM invoices WHERE net = '0.00' OR net = '0'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(zero, 0, "no 0,00 € invoice");
 
-    // Credit note: new number, references the original, negative amounts, entries billable again.
-    let note = run::credit(&db, "RE-2026-00002", "Leistung doppelt erfasst", "acc")
-        .await
-        .unwrap();
-    assert_eq!(note.number, "RE-2026-00006");
+    // Correction credit note (Storno mit Neuberechnung): new number, references the original,
+    // negative amounts; exactly the credited line's entries are billable again — entry 3, written
+    // off in that run, stays written off.
+    let note = run::credit_lines(
+        &db,
+        "RE-2026-00002",
+        &[],
+        true,
+        "Leistung doppelt erfasst",
+        "acc",
+    )
+    .await
+    .unwrap();
+    assert_eq!(note.number, "RE-2026-00005");
     assert_eq!(note.original_number.as_deref(), Some("RE-2026-00002"));
     assert_eq!(note.totals.net, dec!(-80.00));
     assert!(run::credit(&db, "RE-2026-00002", "again", "acc")
@@ -244,6 +262,19 @@ async fn run_lifecycle(db: Db) {
     .await
     .unwrap();
     assert_eq!(reopened, 1);
+    let next = run::preview(&db, period(), Some("C-1002"), "test")
+        .await
+        .unwrap();
+    let ids: Vec<&str> = next
+        .targets
+        .iter()
+        .flat_map(|t| t.rating.entries.iter().map(|e| e.entry_id.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["4"],
+        "only the credited line's entry; the written-off one stays"
+    );
     let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
         .fetch_all(&db.pool)
         .await

@@ -44,6 +44,7 @@ async fn extf_files_pass_the_datev_oracle() {
             asset: None,
             branch: None,
             cost_centre: None,
+            contract_id: None,
         };
         work::upsert_ticket(&mut tx, &t, Some(customer))
             .await
@@ -187,6 +188,7 @@ async fn export_sink_is_idempotent_and_byte_stable() {
             asset: None,
             branch: None,
             cost_centre: None,
+            contract_id: None,
         };
         work::upsert_ticket(&mut tx, &t, Some(customer))
             .await

@@ -47,6 +47,7 @@ async fn finalized_month(db: &Db) -> (String, Vec<Invoice>) {
             asset: None,
             branch: None,
             cost_centre: None,
+            contract_id: None,
         };
         work::upsert_ticket(&mut tx, &t, Some(customer))
             .await
@@ -786,6 +787,7 @@ async fn a_run_bills_minutes_that_multiply_out_in_every_format() {
         asset: None,
         branch: None,
         cost_centre: None,
+        contract_id: None,
     };
     work::upsert_ticket(&mut tx, &t, Some("C-1003"))
         .await

@@ -30,6 +30,7 @@ fn ticket(id: &str, org: &str, version: i64) -> Ticket {
         asset: None,
         branch: None,
         cost_centre: None,
+        contract_id: None,
     }
 }
 

@@ -14,6 +14,8 @@ mod helpdesk;
 mod hub_process;
 mod intake;
 mod outages;
+mod settlement;
+mod settlement_props;
 mod store_conformance;
 mod trust_boundaries;
 mod warehouse;

@@ -220,6 +220,60 @@ pub struct Contract {
     /// One invoice per cost centre (the ticket's `cost_centre`) instead of one per customer.
     #[serde(default)]
     pub split_by_cost_centre: bool,
+    /// What work this contract covers when a customer has several (empty = anything).
+    #[serde(default, skip_serializing_if = "ContractScope::is_empty")]
+    pub scope: ContractScope,
+    /// The customer's default contract: work no other contract claims is billed on it.
+    #[serde(
+        default,
+        rename = "default",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub is_default: bool,
+}
+
+/// The work a contract covers: each non-empty list must contain the work's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractScope {
+    /// Support levels (`1st`, `2nd`, `3rd`).
+    #[serde(default)]
+    pub levels: Vec<String>,
+    /// Activities (`remote`, `onsite`, `travel`, …).
+    #[serde(default)]
+    pub activities: Vec<String>,
+    /// Services (usage SKUs) of a pay-per-use contract.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Branches of the customer.
+    #[serde(default)]
+    pub branches: Vec<String>,
+}
+
+impl ContractScope {
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+            && self.activities.is_empty()
+            && self.services.is_empty()
+            && self.branches.is_empty()
+    }
+
+    /// Whether work with these values falls in the scope (`None` = the work has no such value).
+    pub fn matches(
+        &self,
+        level: Option<&str>,
+        activity: Option<&str>,
+        service: Option<&str>,
+        branch: Option<&str>,
+    ) -> bool {
+        let fits = |list: &[String], v: Option<&str>| {
+            list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v))
+        };
+        fits(&self.levels, level)
+            && fits(&self.activities, activity)
+            && fits(&self.services, service)
+            && fits(&self.branches, branch)
+    }
 }
 
 fn default_vat() -> Decimal {

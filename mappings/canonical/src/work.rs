@@ -283,6 +283,10 @@ pub struct Ticket {
     /// Cost centre to bill to.
     #[serde(default)]
     pub cost_centre: Option<String>,
+    /// The contract this ticket's work is billed on, when the helpdesk names one (it wins over
+    /// scope matching and the customer's default contract).
+    #[serde(default)]
+    pub contract_id: Option<String>,
 }
 
 /// Work on a ticket by a technician (Leistung).

@@ -64,6 +64,13 @@ pub struct MappingSettings {
     /// it, organizations map through the customers' `helpdesk_org_id`.
     #[serde(default)]
     pub customer_number_attribute: Option<String>,
+    /// Ticket attribute naming the contract the ticket is billed on (the hub's contract id).
+    #[serde(default = "contract_attribute")]
+    pub contract_attribute: String,
+}
+
+fn contract_attribute() -> String {
+    "billing_contract".into()
 }
 
 fn first() -> String {
@@ -78,6 +85,7 @@ impl Default for MappingSettings {
             default_level: first(),
             classification_attribute: None,
             customer_number_attribute: None,
+            contract_attribute: contract_attribute(),
         }
     }
 }
@@ -138,6 +146,12 @@ pub fn ticket(v: &Value, source: &str, s: &MappingSettings) -> Result<Ticket, Ma
         .and_then(|a| v.get(a))
         .and_then(|c| c.as_str())
         .map(String::from);
+    let contract_id = v
+        .get(&s.contract_attribute)
+        .and_then(|c| c.as_str())
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(String::from);
     Ok(Ticket {
         source: source.into(),
         id: id.clone(),
@@ -155,6 +169,7 @@ pub fn ticket(v: &Value, source: &str, s: &MappingSettings) -> Result<Ticket, Ma
         asset: None,
         branch: None,
         cost_centre: None,
+        contract_id,
     })
 }
 
@@ -280,6 +295,7 @@ mod tests {
             default_level: "1st".into(),
             classification_attribute: Some("billing_class".into()),
             customer_number_attribute: None,
+            contract_attribute: "billing_contract".into(),
         }
     }
 
