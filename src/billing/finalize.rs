@@ -167,6 +167,8 @@ pub async fn finalize(db: &Db, id: &str, actor: &str) -> Result<InvoiceRun, RunE
             number
         };
         settle_target(&mut tx, id, &run.period.to_string(), t, &settled).await?;
+        settle_written_off_usage(&mut tx, id, &run.period.to_string(), t, &frozen.write_offs)
+            .await?;
     }
     for t in &run.targets {
         sqlx::query("UPDATE invoice_run_targets SET document = $1 WHERE run_id = $2 AND seq = $3")
@@ -332,5 +334,64 @@ async fn mark_entry(tx: &mut Tx<'_>, source: &str, id: &str, doc: &str) -> Resul
         .bind(id)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// Usage lines an approver wrote off are settled as written off (never billed later).
+async fn settle_written_off_usage(
+    tx: &mut Tx<'_>,
+    run_id: &str,
+    period: &str,
+    t: &Target,
+    write_offs: &[super::WriteOff],
+) -> Result<(), RunError> {
+    let pay_per_use = masterdata::contracts_in(tx, Some(&t.customer_id))
+        .await?
+        .iter()
+        .any(|(c, _)| {
+            c.id == t.contract_id
+                && matches!(
+                    c.kind,
+                    canonical::contract::ContractKind::ManagedService { .. }
+                )
+        });
+    if !pay_per_use {
+        return Ok(());
+    }
+    for w in write_offs {
+        let super::WriteOffTarget::Line(key) = &w.target else {
+            continue;
+        };
+        let Some((_, id)) = key.strip_prefix("USAGE:").and_then(|k| k.split_once(':')) else {
+            continue;
+        };
+        let mine: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM usage_records WHERE customer_id = $1 AND id = $2 AND period = $3",
+        )
+        .bind(&t.customer_id)
+        .bind(id)
+        .bind(period)
+        .fetch_one(&mut **tx)
+        .await?;
+        let item = settlement::usage_item(&t.customer_id, id);
+        if mine == 0 || settlement::state_of(tx, &item).await?.is_some() {
+            continue;
+        }
+        let row = Settlement {
+            item,
+            kind: "usage",
+            customer_id: t.customer_id.clone(),
+            contract_id: t.contract_id.clone(),
+            period: period.to_string(),
+            level: None,
+            state: "written_off",
+            document: format!("run:{run_id}"),
+            run_id: run_id.to_string(),
+            minutes: 0,
+            amount: Decimal::ZERO,
+            reason: Some(w.reason.clone()),
+        };
+        settlement::settle(tx, &row).await.map_err(refused)?;
+    }
     Ok(())
 }

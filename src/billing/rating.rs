@@ -725,33 +725,7 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
         }
     }
     if let ContractKind::ManagedService { unit_prices } = &c.kind {
-        let mut usage: Vec<&UsageRecord> = input
-            .usage
-            .iter()
-            .filter(|u| u.period == input.period)
-            .collect();
-        usage.sort_by(|a, b| a.sku.cmp(&b.sku).then_with(|| a.id.cmp(&b.id)));
-        for u in usage {
-            let price = unit_prices
-                .get(&u.sku)
-                .ok_or_else(|| RatingError::MissingTerm {
-                    contract: c.id.clone(),
-                    what: format!("no unit price for SKU `{}` (usage record {})", u.sku, u.id),
-                })?;
-            lines.push(InvoiceLine {
-                key: format!("USAGE:{}:{}", u.sku, u.id),
-                description: format!("{} {}", u.sku, input.period),
-                quantity: u.quantity,
-                unit: "C62".into(),
-                unit_price: *price,
-                price_base_quantity: None,
-                net: cents(u.quantity * *price),
-                vat_category: c.vat_category.clone(),
-                vat_rate: c.vat_rate,
-                ticket_id: None,
-                entry_ids: vec![],
-            });
-        }
+        lines.extend(usage_lines(input, unit_prices)?);
     }
 
     // 5. Line write-offs: the line leaves the invoice; its entries' invoiced minutes are written off.
@@ -805,3 +779,40 @@ pub fn rate(input: &RatingInput<'_>) -> Result<Rating, RatingError> {
 }
 
 use std::collections::HashSet;
+
+/// Pay per use: one line per usage record of the period (quantity × unit price of its SKU).
+fn usage_lines(
+    input: &RatingInput<'_>,
+    unit_prices: &BTreeMap<String, Decimal>,
+) -> Result<Vec<InvoiceLine>, RatingError> {
+    let c = input.contract;
+    let mut usage: Vec<&UsageRecord> = input
+        .usage
+        .iter()
+        .filter(|u| u.period == input.period)
+        .collect();
+    usage.sort_by(|a, b| a.sku.cmp(&b.sku).then_with(|| a.id.cmp(&b.id)));
+    let mut lines = Vec::with_capacity(usage.len());
+    for u in usage {
+        let price = unit_prices
+            .get(&u.sku)
+            .ok_or_else(|| RatingError::MissingTerm {
+                contract: c.id.clone(),
+                what: format!("no unit price for SKU `{}` (usage record {})", u.sku, u.id),
+            })?;
+        lines.push(InvoiceLine {
+            key: format!("USAGE:{}:{}", u.sku, u.id),
+            description: format!("{} {}", u.sku, input.period),
+            quantity: u.quantity,
+            unit: "C62".into(),
+            unit_price: *price,
+            price_base_quantity: None,
+            net: cents(u.quantity * *price),
+            vat_category: c.vat_category.clone(),
+            vat_rate: c.vat_rate,
+            ticket_id: None,
+            entry_ids: vec![],
+        });
+    }
+    Ok(lines)
+}

@@ -496,6 +496,35 @@ async fn billable_from_grants_no_second_diagnosis(db: Db) {
     assert_eq!(target.rating.totals.net, dec!(23.33), "20 min × 70 €/h");
 }
 
+/// A usage line written off stays written off: the next run does not bill it.
+async fn written_off_usage_stays_written_off(db: Db) {
+    import(&db, MS_FOR_C1002).await;
+    usage(&db, "u1", "BACKUP-GB", dec!(500)).await;
+    let r = run::preview(&db, period(), Some("C-1002"), "test")
+        .await
+        .unwrap();
+    let line = drehkreuz::billing::WriteOffTarget::Line("USAGE:BACKUP-GB:u1".into());
+    run::adjust(&db, &r.id, line, "Testphase", "acc")
+        .await
+        .unwrap();
+    run::approve(&db, &r.id, "acc").await.unwrap();
+    run::finalize(&db, &r.id, "acc").await.unwrap();
+    assert!(
+        nets(&db, "C-1002").await.is_empty(),
+        "nothing to bill, no invoice"
+    );
+    let next = run::preview(&db, period(), Some("C-1002"), "test")
+        .await
+        .unwrap();
+    assert!(next.targets.iter().all(|t| t.rating.lines.is_empty()));
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM settlements WHERE item = 'usage:C-1002:u1'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "written_off");
+}
+
 macro_rules! both {
     ($name:ident) => {
         mod $name {
@@ -523,3 +552,4 @@ both!(budget_caps_across_runs_and_release);
 both!(credit_note_keeps_items_settled);
 both!(overlapping_runs_bill_once);
 both!(billable_from_grants_no_second_diagnosis);
+both!(written_off_usage_stays_written_off);
