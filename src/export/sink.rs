@@ -292,6 +292,10 @@ impl ExportSink {
 
 #[async_trait::async_trait]
 impl Handler for ExportSink {
+    fn calls_out(&self) -> bool {
+        true
+    }
+
     /// Reads and renders on a pooled connection (released again), then delivers — no
     /// transaction is open while the sink is called.
     async fn prepare(
