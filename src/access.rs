@@ -84,6 +84,7 @@ pub const EVENT_TYPES: &[(&str, Producer)] = &[
     ("zammad.ticket_changed", Producer::Signal),
     ("work.recorded", Producer::Hub),
     ("contingent.threshold_crossed", Producer::Hub),
+    ("budget.threshold_crossed", Producer::Hub),
     ("invoice.finalized", Producer::Hub),
     ("goods_receipt.received", Producer::Hub),
     ("asset.reminder_due", Producer::Hub),
@@ -97,6 +98,7 @@ pub const HUB_NAMESPACES: &[&str] = &[
     "credit_note",
     "export",
     "contingent",
+    "budget",
     "ledger",
     "work",
     "asset",
@@ -471,6 +473,8 @@ mod tests {
             "export.done",
             "work.recorded",
             "contingent.threshold_crossed",
+            "budget.threshold_crossed",
+            "budget.anything",
             "goods_receipt.received",
         ] {
             for role in [&wh, &Role::Admin] {

@@ -1,6 +1,8 @@
 //! Helpdesk write-back (Zammad): the `helpdesk-notify` consumer turns
 //! `contingent.threshold_crossed` and `budget.threshold_crossed` (per level) into an e-mail
-//! article to the customer's notification contacts, on one notice ticket per contract and period. The ticket is found again by the hub's
+//! article to the customer's notification contacts (the notice must be one the store recorded;
+//! recipients and names come from master data), on one notice ticket per contract and period.
+//! The ticket is found again by the hub's
 //! reference (stored in `helpdesk_tickets`, and as a ticket tag in Zammad, searched before
 //! creating), so a retry never creates a second ticket; the inbox makes each notice one
 //! article. Zammad being down or busy (429, 5xx) is a transient error: the message comes back
@@ -200,80 +202,6 @@ impl Handler for HelpdeskNotify {
     }
 }
 
-/// The notice as the store knows it: the event names the contract, period and threshold; the
-/// store must have recorded that notice, the contract must be the customer's, and the customer's
-/// name and notification contacts come from master data, not from the event. A notice the store
-/// does not know (e.g. forged onto the bus) is a permanent error: nobody is written to.
-async fn stored_notice(
-    tx: &mut Tx<'_>,
-    told: ThresholdCrossed,
-) -> Result<ThresholdCrossed, HandlerError> {
-    let recorded: Option<String> = sqlx::query_scalar(
-        "SELECT entry_id FROM threshold_notices WHERE contract_id = $1 AND period = $2 AND percent = $3",
-    )
-    .bind(&told.contract_id)
-    .bind(told.period.to_string())
-    .bind(i64::from(told.percent))
-    .fetch_optional(&mut **tx)
-    .await?;
-    let unknown = || {
-        HandlerError::Permanent(format!(
-            "unknown contingent notice {}/{}/{} %: not in the store, nobody notified",
-            told.contract_id, told.period, told.percent
-        ))
-    };
-    recorded.ok_or_else(unknown)?;
-    let contracts = crate::masterdata::contracts_in(tx, Some(&told.customer_id)).await?;
-    if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
-        return Err(unknown());
-    }
-    let customer = crate::masterdata::customer_in(tx, &told.customer_id)
-        .await?
-        .ok_or_else(unknown)?;
-    Ok(ThresholdCrossed {
-        customer_name: customer.name,
-        notify: customer.notification_contacts,
-        ..told
-    })
-}
-
-/// The budget notice as the store knows it (like [`stored_notice`]): recorded in
-/// `budget_notices`, the contract the customer's, names and contacts from master data.
-async fn stored_budget_notice(
-    tx: &mut Tx<'_>,
-    told: BudgetThresholdCrossed,
-) -> Result<BudgetThresholdCrossed, HandlerError> {
-    let recorded: Option<String> = sqlx::query_scalar(
-        "SELECT entry_id FROM budget_notices \
-         WHERE contract_id = $1 AND period = $2 AND level = $3 AND percent = $4",
-    )
-    .bind(&told.contract_id)
-    .bind(told.period.to_string())
-    .bind(&told.level)
-    .bind(i64::from(told.percent))
-    .fetch_optional(&mut **tx)
-    .await?;
-    let unknown = || {
-        HandlerError::Permanent(format!(
-            "unknown budget notice {}/{}/{}/{} %: not in the store, nobody notified",
-            told.contract_id, told.period, told.level, told.percent
-        ))
-    };
-    recorded.ok_or_else(unknown)?;
-    let contracts = crate::masterdata::contracts_in(tx, Some(&told.customer_id)).await?;
-    if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
-        return Err(unknown());
-    }
-    let customer = crate::masterdata::customer_in(tx, &told.customer_id)
-        .await?
-        .ok_or_else(unknown)?;
-    Ok(BudgetThresholdCrossed {
-        customer_name: customer.name,
-        notify: customer.notification_contacts,
-        ..told
-    })
-}
-
 impl HelpdeskNotify {
     /// A budget level reached a threshold: an article on the contract's notice ticket.
     async fn budget(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
@@ -342,6 +270,79 @@ impl HelpdeskNotify {
         self.client.add_article(&article).await.map_err(fail)?;
         Ok(())
     }
+}
+
+/// The notice as the store knows it: the event names the contract, period and threshold; the
+/// store must have recorded that notice, the contract must be the customer's, and the customer's
+/// name and notification contacts come from master data, not from the event. A notice the store
+/// does not know (e.g. forged onto the bus) is a permanent error: nobody is written to.
+async fn stored_notice(
+    tx: &mut Tx<'_>,
+    told: ThresholdCrossed,
+) -> Result<ThresholdCrossed, HandlerError> {
+    let recorded: Option<String> = sqlx::query_scalar(
+        "SELECT entry_id FROM threshold_notices WHERE contract_id = $1 AND period = $2 AND percent = $3",
+    )
+    .bind(&told.contract_id)
+    .bind(told.period.to_string())
+    .bind(i64::from(told.percent))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let unknown = || {
+        HandlerError::Permanent(format!(
+            "unknown contingent notice {}/{}/{} %: not in the store, nobody notified",
+            told.contract_id, told.period, told.percent
+        ))
+    };
+    recorded.ok_or_else(unknown)?;
+    let contracts = crate::masterdata::contracts_in(tx, Some(&told.customer_id)).await?;
+    if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
+        return Err(unknown());
+    }
+    let customer = crate::masterdata::customer_in(tx, &told.customer_id)
+        .await?
+        .ok_or_else(unknown)?;
+    Ok(ThresholdCrossed {
+        customer_name: customer.name,
+        notify: customer.notification_contacts,
+        ..told
+    })
+}
+
+/// [`stored_notice`] for a budget notice: recorded in `budget_notices` (contract, period,
+/// level, percent), the contract the customer's, name and contacts from master data.
+async fn stored_budget_notice(
+    tx: &mut Tx<'_>,
+    told: BudgetThresholdCrossed,
+) -> Result<BudgetThresholdCrossed, HandlerError> {
+    let recorded: Option<String> = sqlx::query_scalar(
+        "SELECT entry_id FROM budget_notices WHERE contract_id = $1 AND period = $2 AND level = $3 AND percent = $4",
+    )
+    .bind(&told.contract_id)
+    .bind(told.period.to_string())
+    .bind(&told.level)
+    .bind(i64::from(told.percent))
+    .fetch_optional(&mut **tx)
+    .await?;
+    let unknown = || {
+        HandlerError::Permanent(format!(
+            "unknown budget notice {}/{}/{}/{} %: not in the store, nobody notified",
+            told.contract_id, told.period, told.level, told.percent
+        ))
+    };
+    recorded.ok_or_else(unknown)?;
+    let contracts = crate::masterdata::contracts_in(tx, Some(&told.customer_id)).await?;
+    if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
+        return Err(unknown());
+    }
+    let customer = crate::masterdata::customer_in(tx, &told.customer_id)
+        .await?
+        .ok_or_else(unknown)?;
+    Ok(BudgetThresholdCrossed {
+        customer_name: customer.name,
+        notify: customer.notification_contacts,
+        ..told
+    })
 }
 
 /// Why a Zammad ticket could not be turned into a canonical ticket.

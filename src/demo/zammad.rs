@@ -1,6 +1,6 @@
 //! A simulated Zammad for `drehkreuz demo`: an in-process HTTP server on a loopback port that
 //! speaks the subset of Zammad's REST API the hub uses, with Zammad's shapes
-//! (`../shared/reference/zammad-and-psa.md`): token auth (`Authorization: Token token=…`, 401
+//! (Zammad REST API documentation): token auth (`Authorization: Token token=…`, 401
 //! otherwise), `GET /api/v1/tickets/{id}?expand=true`, `GET /api/v1/tickets/{id}/time_accountings`,
 //! `GET /api/v1/time_accountings` (paged, by id), `GET /api/v1/tickets/search?query=tags:…`,
 //! `POST /api/v1/tickets/search` (condition on `ticket.updated_at`), `POST /api/v1/tickets`

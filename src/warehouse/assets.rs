@@ -52,9 +52,8 @@ fn asset_id(receipt: &str, line_id: &str, n: usize) -> String {
 #[async_trait]
 impl Handler for AssetRegistry {
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        let g: ReceivedGoods = ev.decode().map_err(|e| {
-            HandlerError::Permanent(format!("goods_receipt.received {}: {e}", ev.id))
-        })?;
+        // The event names the receipt; the store says what it holds and whose it is.
+        let g: ReceivedGoods = super::receipts::stored_received(tx, ev).await?;
         let received_on = g.receipt.received_on.unwrap_or_else(|| {
             ev.time
                 .with_timezone(&chrono_tz::Europe::Berlin)

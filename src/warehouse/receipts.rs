@@ -155,6 +155,49 @@ pub fn received_event(
     )
 }
 
+/// The receipt a `goods_receipt.received` event names, as the store holds it: the event says
+/// *which* receipt (`data.id`), the store says *what* it is and whose (document and customer).
+/// A receipt the store does not have, or one without a customer yet, is a permanent error, so
+/// a forged event registers no assets and opens no ticket.
+pub async fn stored_received(
+    conn: &mut sqlx::AnyConnection,
+    ev: &Envelope,
+) -> Result<ReceivedGoods, crate::bus::HandlerError> {
+    use crate::bus::HandlerError;
+    let id = ev
+        .data
+        .get("id")
+        .and_then(|v| v.as_str())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            HandlerError::Permanent(format!(
+                "{RECEIVED} {}: the event names no receipt (`id`)",
+                ev.id
+            ))
+        })?;
+    let row = sqlx::query("SELECT source, customer_id, document FROM goods_receipts WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let shown: String = id.chars().take(80).collect();
+    let row = row.ok_or_else(|| {
+        HandlerError::Permanent(format!("unknown goods receipt {shown:?}: not in the store"))
+    })?;
+    let customer_id: Option<String> = row.try_get("customer_id")?;
+    let customer_id = customer_id.ok_or_else(|| {
+        HandlerError::Permanent(format!("goods receipt {shown:?} has no customer yet"))
+    })?;
+    let doc: String = row.try_get("document")?;
+    let receipt: GoodsReceipt = serde_json::from_str(&doc)
+        .map_err(|e| HandlerError::Permanent(format!("stored goods receipt {shown:?}: {e}")))?;
+    Ok(ReceivedGoods {
+        id: id.to_string(),
+        source: row.try_get("source")?,
+        customer_id,
+        receipt,
+    })
+}
+
 /// Stores a checked receipt posted by `source` (see the module doc for the rules).
 pub async fn receive(
     db: &Db,

@@ -5,7 +5,9 @@
 //! - [`ReminderTicket`] (`asset-reminders`, on `asset.reminder_due`): one ticket per asset,
 //!   kind and window for the customer's account manager (or `[warehouse] ticket_customer`).
 //!
-//! Both go through [`crate::helpdesk::ticket_once`]: the hub's reference is a ticket tag and a
+//! Both read the fact from the store (the receipt, the recorded reminder and its asset; names
+//! and contacts from master data); the event only says which. Both go through
+//! [`crate::helpdesk::ticket_once`]: the hub's reference is a ticket tag and a
 //! row in `helpdesk_tickets`, so a retry or a redelivered event never opens a second ticket.
 
 use super::reminders::ReminderDue;
@@ -103,6 +105,53 @@ async fn customer_name(tx: &mut Tx<'_>, id: &str) -> Result<String, HandlerError
         .unwrap_or_else(|| id.to_string()))
 }
 
+/// The reminder as the store knows it: the reminder job must have recorded it
+/// (`asset_reminders`), the asset comes from the registry and the customer's name and account
+/// manager from master data — not from the event. An unknown reminder opens no ticket.
+async fn stored_reminder(
+    conn: &mut sqlx::AnyConnection,
+    told: ReminderDue,
+) -> Result<ReminderDue, HandlerError> {
+    let unknown = || {
+        HandlerError::Permanent(format!(
+            "unknown asset reminder {:?} ({} {}, {} days): not in the store",
+            told.asset.id.chars().take(80).collect::<String>(),
+            told.kind,
+            told.ends_on,
+            told.window_days
+        ))
+    };
+    let recorded: Option<i64> = sqlx::query_scalar(
+        "SELECT window_days FROM asset_reminders WHERE asset_id = $1 AND kind = $2 AND ends_on = $3 AND window_days = $4",
+    )
+    .bind(&told.asset.id)
+    .bind(&told.kind)
+    .bind(told.ends_on.to_string())
+    .bind(i64::from(told.window_days))
+    .fetch_optional(&mut *conn)
+    .await?;
+    recorded.ok_or_else(unknown)?;
+    let row = sqlx::query(&format!(
+        "SELECT {} FROM assets WHERE id = $1",
+        super::assets::COLUMNS
+    ))
+    .bind(&told.asset.id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(unknown)?;
+    let asset = super::assets::asset_of(&row)?;
+    let customer = crate::masterdata::customer_in(conn, &asset.customer_id).await?;
+    Ok(ReminderDue {
+        customer_name: customer
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| asset.customer_id.clone()),
+        account_manager: customer.and_then(|c| c.account_manager),
+        asset,
+        ..told
+    })
+}
+
 /// The `pick-pack` handler.
 pub struct PickPackTicket {
     pub client: zammad::Client,
@@ -111,11 +160,6 @@ pub struct PickPackTicket {
 }
 
 impl PickPackTicket {
-    fn decode(ev: &Envelope) -> Result<ReceivedGoods, HandlerError> {
-        ev.decode()
-            .map_err(|e| HandlerError::Permanent(format!("goods_receipt.received {}: {e}", ev.id)))
-    }
-
     fn plan(&self, g: &ReceivedGoods, name: &str) -> (String, zammad::NewTicket) {
         let hub_ref = format!("drehkreuz-we-{}", tag_safe(&g.id));
         let ticket = zammad::NewTicket::with_note(
@@ -146,13 +190,14 @@ impl Handler for PickPackTicket {
         db: &crate::store::Db,
         ev: &Envelope,
     ) -> Result<crate::bus::Prepared, HandlerError> {
-        let g = Self::decode(ev)?;
-        let name = {
+        let (g, name) = {
             let mut conn = db.pool.acquire().await?;
-            crate::masterdata::customer_in(&mut conn, &g.customer_id)
+            let g = super::receipts::stored_received(&mut conn, ev).await?;
+            let name = crate::masterdata::customer_in(&mut conn, &g.customer_id)
                 .await?
                 .map(|c| c.name)
-                .unwrap_or_else(|| g.customer_id.clone())
+                .unwrap_or_else(|| g.customer_id.clone());
+            (g, name)
         };
         let (hub_ref, ticket) = self.plan(&g, &name);
         let (ticket_id, _) = ticket_once_outside(&self.client, db, &hub_ref, ticket).await?;
@@ -172,7 +217,8 @@ impl Handler for PickPackTicket {
     }
 
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        let g = Self::decode(ev)?;
+        // The event names the receipt; the store says what it holds and whose it is.
+        let g: ReceivedGoods = super::receipts::stored_received(tx, ev).await?;
         let name = customer_name(tx, &g.customer_id).await?;
         let (hub_ref, ticket) = self.plan(&g, &name);
         ticket_once(&self.client, tx, &hub_ref, ticket).await?;
@@ -188,10 +234,18 @@ pub struct ReminderTicket {
 }
 
 impl ReminderTicket {
-    fn plan(&self, ev: &Envelope) -> Result<(String, zammad::NewTicket), HandlerError> {
-        let r: ReminderDue = ev
+    /// The reminder the event names, as the store knows it.
+    async fn stored(
+        conn: &mut sqlx::AnyConnection,
+        ev: &Envelope,
+    ) -> Result<ReminderDue, HandlerError> {
+        let told: ReminderDue = ev
             .decode()
             .map_err(|e| HandlerError::Permanent(format!("asset.reminder_due {}: {e}", ev.id)))?;
+        stored_reminder(conn, told).await
+    }
+
+    fn plan(&self, r: &ReminderDue) -> (String, zammad::NewTicket) {
         let what = match r.kind.as_str() {
             "licence" => "Lizenz",
             _ => "Garantie",
@@ -237,7 +291,7 @@ impl ReminderTicket {
             format!("{what}serinnerung ({} Tage)", r.window_days),
             body,
         );
-        Ok((hub_ref, ticket))
+        (hub_ref, ticket)
     }
 }
 
@@ -253,7 +307,11 @@ impl Handler for ReminderTicket {
         db: &crate::store::Db,
         ev: &Envelope,
     ) -> Result<crate::bus::Prepared, HandlerError> {
-        let (hub_ref, ticket) = self.plan(ev)?;
+        let r = {
+            let mut conn = db.pool.acquire().await?;
+            Self::stored(&mut conn, ev).await?
+        };
+        let (hub_ref, ticket) = self.plan(&r);
         let (ticket_id, _) = ticket_once_outside(&self.client, db, &hub_ref, ticket).await?;
         Ok(Some(std::sync::Arc::new(TicketDone { hub_ref, ticket_id })))
     }
@@ -271,7 +329,8 @@ impl Handler for ReminderTicket {
     }
 
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        let (hub_ref, ticket) = self.plan(ev)?;
+        let r = Self::stored(tx, ev).await?;
+        let (hub_ref, ticket) = self.plan(&r);
         ticket_once(&self.client, tx, &hub_ref, ticket).await?;
         Ok(())
     }

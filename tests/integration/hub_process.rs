@@ -92,6 +92,17 @@ async fn ingress_rejects_bad_events_with_a_problem_naming_the_field() {
             serde_json::json!([{"specversion": "1.0", "id": "1", "source": "/x", "type": "t", "data": {}}, {"specversion": "1.0", "id": "2", "source": "/x", "data": {}}]),
             "/1/type",
         ),
+        // A known signal type no consumer of this hub binds (no `[zammad]`): refused, not
+        // left unroutable in the outbox.
+        (
+            serde_json::json!({"specversion": "1.0", "id": "1", "source": "/zammad", "type": "zammad.ticket_changed", "data": {"ticket_id": 5}}),
+            "/type",
+        ),
+        // An unknown type.
+        (
+            serde_json::json!({"specversion": "1.0", "id": "1", "source": "/x", "type": "nobody.listens", "data": {}}),
+            "/type",
+        ),
     ];
     for (body, field) in cases {
         let r = client

@@ -700,3 +700,71 @@ async fn errors_of_the_http_layer_are_problem_documents() {
     );
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_goods_receipts_and_reminders_on_the_bus_register_nothing_and_open_no_ticket() {
+    let hub = start().await;
+    let forged = canonical::goods::ReceivedGoods {
+        id: "lager:FORGED-1".into(),
+        source: "lager".into(),
+        customer_id: "C-1001".into(),
+        receipt: serde_json::from_value(json!({
+            "receipt_id": "FORGED-1", "format": "hub_json", "supplier": {},
+            "lines": [{"line_id": "1", "quantity": "1", "description": "Laptop",
+                       "units": [{"serial_number": "SN-FORGED"}]}]
+        }))
+        .unwrap(),
+    };
+    let ev = drehkreuz::warehouse::receipts::received_event(
+        &forged.id,
+        &forged.source,
+        &forged.customer_id,
+        &forged.receipt,
+    )
+    .unwrap();
+    // And a reminder for an asset nobody registered, addressed to someone else.
+    let reminder = canonical::Envelope::new(
+        "/warehouse/reminders",
+        "asset.reminder_due",
+        "asset-forged",
+        "licence:2027-01-01:30",
+        chrono::Utc::now(),
+        &json!({
+            "asset": {"id": "asset-forged", "customer_id": "C-1001", "receipt": "lager:FORGED-1",
+                      "line_id": "1", "serial_number": "SN-FORGED"},
+            "kind": "licence", "ends_on": "2027-01-01", "window_days": 30, "days_left": 30,
+            "customer_name": "Mallory", "account_manager": {"name": "M", "email": "m@evil.example"}
+        }),
+    )
+    .unwrap();
+    outbox::enqueue_all(&hub.db, &[ev, reminder]).await.unwrap();
+    let db = hub.db.clone();
+    support::eventually(
+        Duration::from_secs(15),
+        "every consumer refuses them",
+        || {
+            let db = db.clone();
+            async move {
+                let dead = deadletter::list(&db, None, false, 10).await.unwrap();
+                let refused = |consumer: &str, reason: &str| {
+                    dead.iter()
+                        .any(|d| d.consumer == consumer && d.reason.contains(reason))
+                };
+                refused("asset-registry", "unknown goods receipt")
+                    && refused("pick-pack", "unknown goods receipt")
+                    && refused("asset-reminders", "unknown asset reminder")
+            }
+        },
+    )
+    .await;
+    let assets: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM assets")
+        .fetch_one(&hub.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(assets, 0);
+    assert!(
+        hub.fake.tickets.lock().unwrap().is_empty(),
+        "no ticket opened"
+    );
+    hub.stop().await;
+}

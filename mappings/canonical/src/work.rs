@@ -168,7 +168,7 @@ fn check_source(v: &str) -> Result<(), Invalid> {
     }
 }
 
-/// A record id: 1 to 128 visible ASCII characters, no `/`, `\\`, `?`, `#`, `%` and no `..`.
+/// A record id: 1 to 128 visible ASCII characters, no `/`, `\`, `?`, `#`, `%` and no `..`.
 fn check_id(field: &str, v: &str) -> Result<(), Invalid> {
     let ok = !v.is_empty()
         && v.len() <= MAX_ID_LEN
@@ -533,7 +533,8 @@ mod tests {
 
     #[test]
     fn levels_versions_ids_and_lengths_are_checked() {
-        let cases: Vec<(fn(&mut TimeEntry), &str)> = vec![
+        type Change = fn(&mut TimeEntry);
+        let cases: Vec<(Change, &str)> = vec![
             (|e| e.level = "99th".into(), "level"),
             (|e| e.version = -1, "version"),
             (|e| e.id = "x".repeat(129), "id"),

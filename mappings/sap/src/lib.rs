@@ -1,4 +1,4 @@
-//! Canonical invoices → SAP IDoc-XML (`../shared/reference/sap-warehouse.md` §1).
+//! Canonical invoices → SAP IDoc-XML (SAP IDoc documentation: INVOIC02, ACC_DOCUMENT03).
 //!
 //! - [`invoic02`]: `INVOIC02` / message `INVOIC`, the invoice as a customer's SAP receives it
 //!   (logistics invoice verification or FI): header `E1EDK01`, partners `E1EDKA1` (RS, AG, RE,
@@ -121,6 +121,21 @@ fn quantity(d: Decimal) -> String {
         r.rescale(3);
     }
     r.to_string()
+}
+
+/// MENGE, MENEE and PEINH of a line. Invoices stored before time was billed in minutes carry
+/// hours as a 28-digit fraction (`0.8333…` HUR): those are written as the whole minutes they
+/// are, priced per 60 × the base, so they fit MENGE and still multiply out.
+fn item_quantity(l: &canonical::invoice::InvoiceLine) -> (Decimal, String, Decimal) {
+    let base = l.base_quantity();
+    if l.unit == "HUR" && l.quantity.normalize().scale() > 3 {
+        let minutes = l.quantity * Decimal::from(60);
+        let whole = minutes.round();
+        if (minutes - whole).abs() < Decimal::new(1, 20) {
+            return (whole, "MIN".into(), base * Decimal::from(60));
+        }
+    }
+    (l.quantity, l.unit.clone(), base)
 }
 
 /// A price unit (PEINH): an integer as such (`60`).
@@ -373,10 +388,11 @@ pub fn invoic02(s: &SapSettings, inv: &Invoice) -> Result<String, IdocError> {
         x.field("POSEX", 6, &format!("{:06}", (i + 1) * 10))?;
         // Time is in whole minutes (MENEE MIN) with the price per 60 (PEINH), so
         // MENGE × VPREI ÷ PEINH = NETWR to the cent; MENGE keeps every decimal it has.
-        x.field("MENGE", 15, &quantity(l.quantity * sign))?;
-        x.field("MENEE", 3, &l.unit)?;
+        let (menge, menee, peinh) = item_quantity(l);
+        x.field("MENGE", 15, &quantity(menge * sign))?;
+        x.field("MENEE", 3, &menee)?;
         x.field("VPREI", 15, &amount(l.unit_price))?;
-        x.field("PEINH", 9, &quantity_plain(l.base_quantity()))?;
+        x.field("PEINH", 9, &quantity_plain(peinh))?;
         x.field("NETWR", 18, &amount(l.net * sign))?;
         x.field("CURCY", 3, &inv.currency)?;
         x.open("E1EDP19");
@@ -536,4 +552,38 @@ pub fn acc_document03(s: &SapSettings, inv: &Invoice) -> Result<String, IdocErro
         cur(&mut x, i + 2 + n, -v.amount, Some(-v.base))?;
     }
     Ok(x.finish("ACC_DOCUMENT03"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_hour_fractions_become_minutes_per_sixty() {
+        let mut l = canonical::invoice::InvoiceLine::minutes(
+            "k".into(),
+            "d".into(),
+            50,
+            Decimal::new(70, 0),
+            "S".into(),
+            Decimal::new(19, 0),
+        );
+        assert_eq!(
+            item_quantity(&l),
+            (Decimal::from(50), "MIN".to_string(), Decimal::from(60))
+        );
+        // As stored before: 50/60 h with 28 digits, base 1.
+        l.quantity = Decimal::from(50) / Decimal::from(60);
+        l.unit = "HUR".into();
+        l.price_base_quantity = None;
+        let (q, u, b) = item_quantity(&l);
+        assert_eq!(
+            (q, u.as_str(), b),
+            (Decimal::from(50), "MIN", Decimal::from(60))
+        );
+        assert_eq!(cents(q * l.unit_price / b), l.net);
+        // A short hour fraction stays as it is.
+        l.quantity = Decimal::new(125, 2);
+        assert_eq!(item_quantity(&l).1, "HUR");
+    }
 }

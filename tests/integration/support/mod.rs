@@ -211,7 +211,12 @@ pub async fn rabbit_vhost() -> Option<RabbitVhost> {
     }
     let name = format!("dk_test_{}", uuid::Uuid::now_v7().simple());
     let base = amqp_url();
-    let (server, _) = base.rsplit_once('/').unwrap_or((base.as_str(), ""));
+    // `amqp://user:pw@host:port[/vhost]` → `amqp://user:pw@host:port` (the test's vhost replaces it).
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base.as_str(),
+    };
     let user = server
         .strip_prefix("amqp://")
         .and_then(|rest| rest.split_once('@'))
