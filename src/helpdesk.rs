@@ -468,6 +468,10 @@ impl ZammadSync {
 
 #[async_trait]
 impl Handler for ZammadSync {
+    fn calls_out(&self) -> bool {
+        true
+    }
+
     /// Every Zammad call happens here, before the transaction (and SQLite's write lock).
     async fn prepare(
         &self,

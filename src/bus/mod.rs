@@ -76,6 +76,11 @@ pub type Prepared = Option<Arc<dyn std::any::Any + Send + Sync>>;
 /// Handlers without outside calls implement only [`Handler::handle`] (phase 2).
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
+    /// Whether [`Handler::prepare`] does anything (then the bus checks the inbox before it);
+    /// handlers that implement `prepare` say `true`.
+    fn calls_out(&self) -> bool {
+        false
+    }
     /// Phase 1: fetch (or deliver) outside the transaction. Default: nothing.
     async fn prepare(&self, _db: &Db, _event: &Envelope) -> Result<Prepared, HandlerError> {
         Ok(None)
@@ -100,6 +105,10 @@ async fn prepare_one(
     handler: &dyn Handler,
     event: &Envelope,
 ) -> Result<Option<Prepared>, Outcome> {
+    if !handler.calls_out() {
+        // Nothing to do outside: the inbox claim in the transaction decides duplicates.
+        return Ok(Some(None));
+    }
     match inbox::contains(db, consumer, &event.id).await {
         Ok(true) => return Ok(None),
         Ok(false) => {}

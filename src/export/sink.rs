@@ -292,6 +292,10 @@ impl ExportSink {
 
 #[async_trait::async_trait]
 impl Handler for ExportSink {
+    fn calls_out(&self) -> bool {
+        true
+    }
+
     /// Reads and renders on a pooled connection (released again), then delivers — no
     /// transaction is open while the sink is called.
     async fn prepare(
@@ -321,7 +325,7 @@ impl Handler for ExportSink {
 
     /// All phases at once (for callers outside the bus).
     async fn handle(&self, ev: &canonical::Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        let (inv, month, pending, failed) = self.render_pending(ev, &mut **tx).await?;
+        let (inv, month, pending, failed) = self.render_pending(ev, tx).await?;
         let exported = self.deliver_pending(&inv, month, pending, failed).await?;
         self.record(ev, &exported, tx).await
     }
@@ -332,7 +336,7 @@ pub async fn stored_invoice(
     tx: &mut Tx<'_>,
     number: &str,
 ) -> Result<Option<Invoice>, HandlerError> {
-    stored_invoice_in(&mut **tx, number).await
+    stored_invoice_in(tx, number).await
 }
 
 /// [`stored_invoice`] on any connection.

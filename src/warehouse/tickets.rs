@@ -179,6 +179,10 @@ impl PickPackTicket {
 
 #[async_trait]
 impl Handler for PickPackTicket {
+    fn calls_out(&self) -> bool {
+        true
+    }
+
     /// Reads the customer's name (connection released again), then calls Zammad — no
     /// transaction is open meanwhile.
     async fn prepare(
@@ -293,6 +297,10 @@ impl ReminderTicket {
 
 #[async_trait]
 impl Handler for ReminderTicket {
+    fn calls_out(&self) -> bool {
+        true
+    }
+
     /// Zammad is called before the transaction opens.
     async fn prepare(
         &self,
