@@ -133,16 +133,91 @@ pub fn fail(e: zammad::ZammadError) -> HandlerError {
     }
 }
 
+/// What one notice writes to Zammad: the contract's notice ticket (found or opened once) and
+/// one e-mail article on it (its `ticket_id` filled in once the ticket is known).
+struct NoticePlan {
+    hub_ref: String,
+    ticket: zammad::NewTicket,
+    article: zammad::NewArticle,
+}
+
 #[async_trait]
 impl Handler for HelpdeskNotify {
+    fn calls_out(&self) -> bool {
+        true
+    }
+
+    /// Reads the stored notice on a pooled connection (released again), then finds or opens
+    /// the notice ticket and writes the article — no transaction is open meanwhile.
+    async fn prepare(
+        &self,
+        db: &crate::store::Db,
+        ev: &Envelope,
+    ) -> Result<crate::bus::Prepared, HandlerError> {
+        let plan = {
+            let mut conn = db.pool.acquire().await?;
+            self.plan(&mut conn, ev).await?
+        };
+        let (ticket_id, _) =
+            ticket_once_outside(&self.client, db, &plan.hub_ref, plan.ticket).await?;
+        let article = zammad::NewArticle {
+            ticket_id: Some(ticket_id),
+            ..plan.article
+        };
+        self.client.add_article(&article).await.map_err(fail)?;
+        Ok(Some(std::sync::Arc::new(TicketDone {
+            hub_ref: plan.hub_ref,
+            ticket_id,
+        })))
+    }
+
+    async fn apply(
+        &self,
+        ev: &Envelope,
+        prepared: crate::bus::Prepared,
+        tx: &mut Tx<'_>,
+    ) -> Result<(), HandlerError> {
+        if apply_ticket_done(&prepared, tx).await? {
+            return Ok(());
+        }
+        self.handle(ev, tx).await
+    }
+
     async fn handle(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
+        let plan = self.plan(tx, ev).await?;
+        let ticket_id = ticket_once(&self.client, tx, &plan.hub_ref, plan.ticket)
+            .await?
+            .0;
+        let article = zammad::NewArticle {
+            ticket_id: Some(ticket_id),
+            ..plan.article
+        };
+        self.client.add_article(&article).await.map_err(fail)?;
+        Ok(())
+    }
+}
+
+impl HelpdeskNotify {
+    /// The notice the event names, as the store knows it, turned into ticket and article.
+    async fn plan(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        ev: &Envelope,
+    ) -> Result<NoticePlan, HandlerError> {
         if ev.event_type == "budget.threshold_crossed" {
-            return self.budget(ev, tx).await;
+            let told: BudgetThresholdCrossed = ev.decode().map_err(|e| {
+                HandlerError::Permanent(format!("budget.threshold_crossed {}: {e}", ev.id))
+            })?;
+            return self.budget_plan(stored_budget_notice(conn, told).await?);
         }
         let told: ThresholdCrossed = ev.decode().map_err(|e| {
             HandlerError::Permanent(format!("contingent.threshold_crossed {}: {e}", ev.id))
         })?;
-        let n = stored_notice(tx, told).await?;
+        self.contingent_plan(stored_notice(conn, told).await?)
+    }
+
+    /// A contingent reached a threshold.
+    fn contingent_plan(&self, n: ThresholdCrossed) -> Result<NoticePlan, HandlerError> {
         let Some(first) = n.notify.first() else {
             return Err(HandlerError::Permanent(format!(
                 "customer {} has no notification contact for contingent notices",
@@ -150,37 +225,24 @@ impl Handler for HelpdeskNotify {
             )));
         };
         let hub_ref = format!("drehkreuz-{}-{}", n.contract_id, n.period);
-        let ticket_id = ticket_once(
-            &self.client,
-            tx,
-            &hub_ref,
-            zammad::NewTicket::with_note(
-                format!(
-                    "Kontingent {} – {} ({})",
-                    n.contract_id, n.customer_name, n.period
-                ),
-                &self.group,
-                &first.email,
-                format!("{hub_ref},kontingent"),
-                "Kontingentüberwachung".into(),
-                format!(
-                    "Überwachung des Kontingents {} für {}.",
-                    n.contract_id, n.period
-                ),
+        let ticket = zammad::NewTicket::with_note(
+            format!(
+                "Kontingent {} – {} ({})",
+                n.contract_id, n.customer_name, n.period
             ),
-        )
-        .await?
-        .0;
-        let to = n
-            .notify
-            .iter()
-            .map(|c| c.email.clone())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let article = zammad::NewArticle {
-            ticket_id: Some(ticket_id),
-            subject: format!("Ihr Kontingent {}: {} % erreicht", n.contract_id, n.percent),
-            body: format!(
+            &self.group,
+            &first.email,
+            format!("{hub_ref},kontingent"),
+            "Kontingentüberwachung".into(),
+            format!(
+                "Überwachung des Kontingents {} für {}.",
+                n.contract_id, n.period
+            ),
+        );
+        let article = notice_article(
+            &n.notify,
+            format!("Ihr Kontingent {}: {} % erreicht", n.contract_id, n.percent),
+            format!(
                 "Guten Tag {},\n\nIhr Support-Kontingent {} ist im Zeitraum {} zu {} % verbraucht ({} von {} Minuten, Stand {}).\n\
                  Bitte sprechen Sie uns an, wenn Sie das Kontingent aufstocken möchten.\n",
                 first.name,
@@ -191,24 +253,16 @@ impl Handler for HelpdeskNotify {
                 n.available,
                 n.at.with_timezone(&chrono_tz::Europe::Berlin).format("%d.%m.%Y %H:%M")
             ),
-            content_type: "text/plain".into(),
-            kind: "email".into(),
-            internal: false,
-            to: Some(to),
-            sender: Some("Agent".into()),
-        };
-        self.client.add_article(&article).await.map_err(fail)?;
-        Ok(())
+        );
+        Ok(NoticePlan {
+            hub_ref,
+            ticket,
+            article,
+        })
     }
-}
 
-impl HelpdeskNotify {
-    /// A budget level reached a threshold: an article on the contract's notice ticket.
-    async fn budget(&self, ev: &Envelope, tx: &mut Tx<'_>) -> Result<(), HandlerError> {
-        let told: BudgetThresholdCrossed = ev.decode().map_err(|e| {
-            HandlerError::Permanent(format!("budget.threshold_crossed {}: {e}", ev.id))
-        })?;
-        let n = stored_budget_notice(tx, told).await?;
+    /// A budget level reached a threshold.
+    fn budget_plan(&self, n: BudgetThresholdCrossed) -> Result<NoticePlan, HandlerError> {
         let Some(first) = n.notify.first() else {
             return Err(HandlerError::Permanent(format!(
                 "customer {} has no notification contact for budget notices",
@@ -216,40 +270,27 @@ impl HelpdeskNotify {
             )));
         };
         let hub_ref = format!("drehkreuz-{}-{}", n.contract_id, n.period);
-        let ticket_id = ticket_once(
-            &self.client,
-            tx,
-            &hub_ref,
-            zammad::NewTicket::with_note(
-                format!(
-                    "Budget {} – {} ({})",
-                    n.contract_id, n.customer_name, n.period
-                ),
-                &self.group,
-                &first.email,
-                format!("{hub_ref},budget"),
-                "Budgetüberwachung".into(),
-                format!(
-                    "Überwachung des Budgets {} für {}.",
-                    n.contract_id, n.period
-                ),
+        let ticket = zammad::NewTicket::with_note(
+            format!(
+                "Budget {} – {} ({})",
+                n.contract_id, n.customer_name, n.period
             ),
-        )
-        .await?
-        .0;
-        let to = n
-            .notify
-            .iter()
-            .map(|c| c.email.clone())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let article = zammad::NewArticle {
-            ticket_id: Some(ticket_id),
-            subject: format!(
+            &self.group,
+            &first.email,
+            format!("{hub_ref},budget"),
+            "Budgetüberwachung".into(),
+            format!(
+                "Überwachung des Budgets {} für {}.",
+                n.contract_id, n.period
+            ),
+        );
+        let article = notice_article(
+            &n.notify,
+            format!(
                 "Ihr Budget {} ({} Level): {} % erreicht",
                 n.contract_id, n.level, n.percent
             ),
-            body: format!(
+            format!(
                 "Guten Tag {},\n\nIhr Budget {} für den {} Level ist im Zeitraum {} zu {} % ausgeschöpft ({} von {} Minuten, Stand {}).\n\
                  Arbeiten über das Budget hinaus werden erst nach Ihrer Freigabe berechnet. Bitte sprechen Sie uns an, wenn Sie das Budget erhöhen möchten.\n",
                 first.name,
@@ -261,14 +302,35 @@ impl HelpdeskNotify {
                 n.cap_minutes,
                 n.at.with_timezone(&chrono_tz::Europe::Berlin).format("%d.%m.%Y %H:%M")
             ),
-            content_type: "text/plain".into(),
-            kind: "email".into(),
-            internal: false,
-            to: Some(to),
-            sender: Some("Agent".into()),
-        };
-        self.client.add_article(&article).await.map_err(fail)?;
-        Ok(())
+        );
+        Ok(NoticePlan {
+            hub_ref,
+            ticket,
+            article,
+        })
+    }
+}
+
+/// An e-mail article to every notification contact (ticket id set once the ticket is known).
+fn notice_article(
+    notify: &[canonical::customer::Contact],
+    subject: String,
+    body: String,
+) -> zammad::NewArticle {
+    let to = notify
+        .iter()
+        .map(|c| c.email.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    zammad::NewArticle {
+        ticket_id: None,
+        subject,
+        body,
+        content_type: "text/plain".into(),
+        kind: "email".into(),
+        internal: false,
+        to: Some(to),
+        sender: Some("Agent".into()),
     }
 }
 
@@ -277,7 +339,7 @@ impl HelpdeskNotify {
 /// name and notification contacts come from master data, not from the event. A notice the store
 /// does not know (e.g. forged onto the bus) is a permanent error: nobody is written to.
 async fn stored_notice(
-    tx: &mut Tx<'_>,
+    conn: &mut sqlx::AnyConnection,
     told: ThresholdCrossed,
 ) -> Result<ThresholdCrossed, HandlerError> {
     let recorded: Option<String> = sqlx::query_scalar(
@@ -286,7 +348,7 @@ async fn stored_notice(
     .bind(&told.contract_id)
     .bind(told.period.to_string())
     .bind(i64::from(told.percent))
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?;
     let unknown = || {
         HandlerError::Permanent(format!(
@@ -295,11 +357,11 @@ async fn stored_notice(
         ))
     };
     recorded.ok_or_else(unknown)?;
-    let contracts = crate::masterdata::contracts_in(tx, Some(&told.customer_id)).await?;
+    let contracts = crate::masterdata::contracts_in(conn, Some(&told.customer_id)).await?;
     if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
         return Err(unknown());
     }
-    let customer = crate::masterdata::customer_in(tx, &told.customer_id)
+    let customer = crate::masterdata::customer_in(conn, &told.customer_id)
         .await?
         .ok_or_else(unknown)?;
     Ok(ThresholdCrossed {
@@ -312,7 +374,7 @@ async fn stored_notice(
 /// [`stored_notice`] for a budget notice: recorded in `budget_notices` (contract, period,
 /// level, percent), the contract the customer's, name and contacts from master data.
 async fn stored_budget_notice(
-    tx: &mut Tx<'_>,
+    conn: &mut sqlx::AnyConnection,
     told: BudgetThresholdCrossed,
 ) -> Result<BudgetThresholdCrossed, HandlerError> {
     let recorded: Option<String> = sqlx::query_scalar(
@@ -322,7 +384,7 @@ async fn stored_budget_notice(
     .bind(told.period.to_string())
     .bind(&told.level)
     .bind(i64::from(told.percent))
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?;
     let unknown = || {
         HandlerError::Permanent(format!(
@@ -331,11 +393,11 @@ async fn stored_budget_notice(
         ))
     };
     recorded.ok_or_else(unknown)?;
-    let contracts = crate::masterdata::contracts_in(tx, Some(&told.customer_id)).await?;
+    let contracts = crate::masterdata::contracts_in(conn, Some(&told.customer_id)).await?;
     if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
         return Err(unknown());
     }
-    let customer = crate::masterdata::customer_in(tx, &told.customer_id)
+    let customer = crate::masterdata::customer_in(conn, &told.customer_id)
         .await?
         .ok_or_else(unknown)?;
     Ok(BudgetThresholdCrossed {

@@ -85,6 +85,9 @@ impl DbOptions {
     }
 }
 
+/// How long the first connection of a process is retried (start-up, not requests).
+pub const CONNECT_AT_START: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Db {
     /// Connects (creating the SQLite file and its directory if needed). Does not migrate.
     pub async fn connect(url: &SecretString, max_connections: u32) -> anyhow::Result<Self> {
@@ -113,7 +116,7 @@ impl Db {
         }
         let options = AnyConnectOptions::from_str(url)
             .map_err(|e| anyhow::anyhow!("invalid database url: {e}"))?;
-        let pool = AnyPoolOptions::new()
+        let pool_options = AnyPoolOptions::new()
             .max_connections(opts.max_connections.max(2))
             .acquire_timeout(opts.acquire_timeout)
             .after_connect(move |conn, _meta| {
@@ -144,12 +147,26 @@ impl Db {
                     }
                     Ok(())
                 })
-            })
-            .connect_with(options)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot connect to the {} database: {e}", backend.name())
-            })?;
+            });
+        // At start-up the first connection may take longer than a request may wait (a server
+        // still starting, a loaded machine): it is retried up to `CONNECT_AT_START`; requests
+        // later wait at most `acquire_timeout`.
+        let started = std::time::Instant::now();
+        let pool = loop {
+            match pool_options.clone().connect_with(options.clone()).await {
+                Ok(pool) => break pool,
+                Err(e) if started.elapsed() < CONNECT_AT_START => {
+                    tracing::warn!(error = %e, "database not reachable yet; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "cannot connect to the {} database: {e}",
+                        backend.name()
+                    ))
+                }
+            }
+        };
         Ok(Self { pool, backend })
     }
 
