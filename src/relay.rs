@@ -25,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 /// Rows per publish batch (confirms are awaited per batch, pipelined).
 pub const BATCH: i64 = 256;
 
-/// The consumer name under which unroutable outbox rows are dead-lettered.
-pub const DEAD_LETTER_CONSUMER: &str = "outbox-relay";
+/// The consumer name under which unroutable outbox rows are dead-lettered (named with the
+/// bus's topology so both buses can recognise it without importing the relay).
+pub use crate::bus::topology::RELAY_DEAD_LETTER_CONSUMER as DEAD_LETTER_CONSUMER;
 
 /// The relay task.
 pub struct Relay {

@@ -996,7 +996,7 @@ impl Bus for RabbitBus {
     }
 
     async fn replay(&self, dead: &DeadLetter) -> anyhow::Result<()> {
-        if dead.consumer == crate::relay::DEAD_LETTER_CONSUMER {
+        if dead.consumer == super::topology::RELAY_DEAD_LETTER_CONSUMER {
             // An unroutable event: publish it again by its type (a consumer may bind it now).
             return match self
                 .publish(std::slice::from_ref(&dead.envelope))

@@ -1,6 +1,10 @@
 //! Names and routing shared by both buses: the exchange, each consumer's queue, its retry tiers
 //! and its dead-letter queue, and AMQP topic matching (`*` = one word, `#` = zero or more).
 
+/// The consumer name under which the outbox relay dead-letters unroutable rows
+/// (`relay::DEAD_LETTER_CONSUMER`); a replay of such a dead letter republishes by its type.
+pub const RELAY_DEAD_LETTER_CONSUMER: &str = "outbox-relay";
+
 /// The names of everything the bus declares under one prefix.
 #[derive(Debug, Clone)]
 pub struct Names {
