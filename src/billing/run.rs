@@ -123,13 +123,7 @@ pub enum RunError {
     Store(#[from] sqlx::Error),
 }
 
-pub(super) fn decode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, sqlx::Error> {
-    serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
-pub(super) fn encode<T: Serialize>(v: &T) -> Result<String, sqlx::Error> {
-    serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(Box::new(e)))
-}
+pub(super) use super::run_inputs::{decode, encode};
 
 /// Loads a run without its targets (summary only).
 pub async fn load_summary(db: &Db, id: &str) -> Result<InvoiceRun, RunError> {
@@ -211,9 +205,6 @@ pub async fn list(
         .map(|r| Ok((r.try_get("id")?, r.try_get("period")?, r.try_get("state")?)))
         .collect()
 }
-
-/// Billing target of a piece of work: (decentral branch, cost centre).
-pub(super) type TargetKey = (Option<String>, Option<String>);
 
 fn run_id(period: Period, customer: Option<&str>) -> String {
     let suffix = uuid::Uuid::now_v7().simple().to_string();

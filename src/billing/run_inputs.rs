@@ -8,7 +8,6 @@
 //! again.
 
 use super::rating::{rate, Rating, RatingInput, WriteOff};
-use super::run::{decode, TargetKey};
 use crate::store::{settlement, Db};
 use canonical::contract::{Contract, ContractKind};
 use canonical::invoice::vat_and_totals;
@@ -438,4 +437,17 @@ pub(super) async fn rate_targets(
         });
     }
     Ok((out, i.ambiguous))
+}
+
+/// Billing target of a piece of work: (decentral branch, cost centre).
+pub(super) type TargetKey = (Option<String>, Option<String>);
+
+/// A stored JSON document (run, target, invoice) back into its type.
+pub(super) fn decode<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// A value as the JSON document the billing tables store.
+pub(super) fn encode<T: serde::Serialize>(v: &T) -> Result<String, sqlx::Error> {
+    serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
