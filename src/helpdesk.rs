@@ -334,6 +334,19 @@ fn notice_article(
     }
 }
 
+/// The customer from master data, if the contract is theirs (`None`: not the store's fact).
+async fn contract_customer(
+    conn: &mut sqlx::AnyConnection,
+    customer_id: &str,
+    contract_id: &str,
+) -> Result<Option<canonical::customer::Customer>, HandlerError> {
+    let contracts = crate::masterdata::contracts_in(conn, Some(customer_id)).await?;
+    if !contracts.iter().any(|(c, _)| c.id == contract_id) {
+        return Ok(None);
+    }
+    Ok(crate::masterdata::customer_in(conn, customer_id).await?)
+}
+
 /// The notice as the store knows it: the event names the contract, period and threshold; the
 /// store must have recorded that notice, the contract must be the customer's, and the customer's
 /// name and notification contacts come from master data, not from the event. A notice the store
@@ -357,11 +370,7 @@ async fn stored_notice(
         ))
     };
     recorded.ok_or_else(unknown)?;
-    let contracts = crate::masterdata::contracts_in(conn, Some(&told.customer_id)).await?;
-    if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
-        return Err(unknown());
-    }
-    let customer = crate::masterdata::customer_in(conn, &told.customer_id)
+    let customer = contract_customer(conn, &told.customer_id, &told.contract_id)
         .await?
         .ok_or_else(unknown)?;
     Ok(ThresholdCrossed {
@@ -393,11 +402,7 @@ async fn stored_budget_notice(
         ))
     };
     recorded.ok_or_else(unknown)?;
-    let contracts = crate::masterdata::contracts_in(conn, Some(&told.customer_id)).await?;
-    if !contracts.iter().any(|(c, _)| c.id == told.contract_id) {
-        return Err(unknown());
-    }
-    let customer = crate::masterdata::customer_in(conn, &told.customer_id)
+    let customer = contract_customer(conn, &told.customer_id, &told.contract_id)
         .await?
         .ok_or_else(unknown)?;
     Ok(BudgetThresholdCrossed {

@@ -453,19 +453,7 @@ impl Bus for EmbeddedBus {
 
     async fn replay(&self, dead: &DeadLetter) -> anyhow::Result<()> {
         if dead.consumer == super::topology::RELAY_DEAD_LETTER_CONSUMER {
-            // An unroutable event: publish it again by its type (a consumer may bind it now).
-            return match self
-                .publish(std::slice::from_ref(&dead.envelope))
-                .await
-                .pop()
-            {
-                Some(Ok(())) => Ok(()),
-                Some(Err(e)) => Err(anyhow::anyhow!(
-                    "replay of dead letter {} failed: {e}",
-                    dead.id
-                )),
-                None => Err(anyhow::anyhow!("replay of dead letter {} failed", dead.id)),
-            };
+            return super::republish_by_type(self, dead).await;
         }
         let json = serde_json::to_string(&dead.envelope)?;
         let now = now_ms();

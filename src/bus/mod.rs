@@ -358,3 +358,23 @@ pub async fn from_config(cfg: &crate::config::Config, db: &Db) -> anyhow::Result
         )),
     })
 }
+
+/// Replays a dead letter of the outbox relay (an event no consumer bound): publishes it again
+/// by its type, since a consumer may bind it now. Both buses' `replay` use it.
+pub(crate) async fn republish_by_type<B: Bus + ?Sized>(
+    bus: &B,
+    dead: &DeadLetter,
+) -> anyhow::Result<()> {
+    match bus
+        .publish(std::slice::from_ref(&dead.envelope))
+        .await
+        .pop()
+    {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(anyhow::anyhow!(
+            "replay of dead letter {} failed: {e}",
+            dead.id
+        )),
+        None => Err(anyhow::anyhow!("replay of dead letter {} failed", dead.id)),
+    }
+}

@@ -135,6 +135,21 @@ pub struct ContingentNow {
     pub crossed: Vec<u32>,
 }
 
+/// The contracts of a customer that exists (404 problem otherwise).
+async fn contracts_of(
+    st: &AppState,
+    id: &str,
+) -> Result<Vec<(canonical::contract::Contract, String)>, Problem> {
+    if masterdata::customer(&st.db, id)
+        .await
+        .map_err(store)?
+        .is_none()
+    {
+        return Err(Problem::not_found(format!("no customer {id}")));
+    }
+    masterdata::contracts(&st.db, Some(id)).await.map_err(store)
+}
+
 /// A customer's contingents now: balance, consumption and thresholds of the current period.
 #[utoipa::path(get, path = "/api/v1/customers/{id}/contingents", tag = "billing",
     params(("id" = String, Path, description = "Customer id")), security(("bearer" = [])),
@@ -150,19 +165,9 @@ async fn get_contingents(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<ContingentNow>>, Problem> {
     caller.require(Permission::ViewCustomer(&id))?;
-    if masterdata::customer(&st.db, &id)
-        .await
-        .map_err(store)?
-        .is_none()
-    {
-        return Err(Problem::not_found(format!("no customer {id}")));
-    }
     let period = canonical::work::Period::of(chrono::Utc::now());
     let mut out = Vec::new();
-    for (c, _) in masterdata::contracts(&st.db, Some(&id))
-        .await
-        .map_err(store)?
-    {
+    for (c, _) in contracts_of(&st, &id).await? {
         let canonical::contract::ContractKind::Contingent(t) = &c.kind else {
             continue;
         };
@@ -214,19 +219,9 @@ async fn get_budgets(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<BudgetNow>>, Problem> {
     caller.require(Permission::ViewCustomer(&id))?;
-    if masterdata::customer(&st.db, &id)
-        .await
-        .map_err(store)?
-        .is_none()
-    {
-        return Err(Problem::not_found(format!("no customer {id}")));
-    }
     let period = canonical::work::Period::of(chrono::Utc::now());
     let mut out = Vec::new();
-    for (c, _) in masterdata::contracts(&st.db, Some(&id))
-        .await
-        .map_err(store)?
-    {
+    for (c, _) in contracts_of(&st, &id).await? {
         let canonical::contract::ContractKind::Budget {
             caps_minutes,
             thresholds,
